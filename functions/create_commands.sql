@@ -1,0 +1,168 @@
+{% import 'sql/_macros.sql' as m %}
+CREATE OR REPLACE FUNCTION {{ schema }}.create_commands(p_commands jsonb)
+RETURNS SETOF {{ schema }}.commands
+LANGUAGE plpgsql VOLATILE
+{{ m.definer() }}
+AS $function$
+DECLARE
+    v_count integer;
+    v_bad record;
+    v_ids text[];
+    v_inserted text[];
+    v_element record;
+    v_existing {{ schema }}.commands;
+BEGIN
+    IF p_commands IS NULL OR pg_catalog.jsonb_typeof(p_commands) <> 'array' THEN
+        {{ m.invalid('commands', 'p_commands', 'must be a JSON array of command objects') }};
+    END IF;
+    v_count := pg_catalog.jsonb_array_length(p_commands);
+    IF v_count < 1 OR v_count > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = pg_catalog.format('invalid commands: %s elements; a batch holds 1 to 10000', v_count);
+    END IF;
+
+    -- The checks of create_command, for every element at once; the first
+    -- offending element is reported with its position and value.
+    SELECT e.ord, e.x, r.reason INTO v_bad
+      FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
+     CROSS JOIN LATERAL (SELECT CASE
+        WHEN pg_catalog.jsonb_typeof(e.x) <> 'object' THEN 'must be a JSON object'
+        WHEN EXISTS (SELECT FROM pg_catalog.jsonb_object_keys(e.x) k
+                      WHERE k NOT IN ('deployment_hash', 'command_type', 'parameters', 'priority',
+                                      'created_by', 'idempotency_key', 'timeout_seconds',
+                                      'scheduled_for', 'max_attempts', 'command_id', 'metadata'))
+            THEN 'has an unknown key; known keys are the arguments of create_command without p_'
+        WHEN pg_catalog.jsonb_typeof(e.x -> 'deployment_hash') IS DISTINCT FROM 'string'
+          OR pg_catalog.length(e.x ->> 'deployment_hash') NOT BETWEEN 1 AND 128
+            THEN 'deployment_hash must be a string of 1 to 128 characters'
+        WHEN pg_catalog.jsonb_typeof(e.x -> 'command_type') IS DISTINCT FROM 'string'
+          OR pg_catalog.length(e.x ->> 'command_type') NOT BETWEEN 1 AND 100
+            THEN 'command_type must be a string of 1 to 100 characters'
+        WHEN e.x ? 'parameters' AND pg_catalog.jsonb_typeof(e.x -> 'parameters') <> 'object'
+            THEN 'parameters must be a JSON object'
+        WHEN e.x ? 'parameters' AND pg_catalog.octet_length((e.x -> 'parameters')::text) > 1048576
+            THEN 'parameters are over the 1 MiB limit'
+        WHEN e.x ? 'priority' AND (pg_catalog.jsonb_typeof(e.x -> 'priority') <> 'string'
+                                   OR e.x ->> 'priority' NOT IN ('low', 'normal', 'high', 'critical'))
+            THEN 'priority must be low, normal, high or critical'
+        WHEN pg_catalog.jsonb_typeof(e.x -> 'created_by') NOT IN ('null', 'string')
+          OR pg_catalog.length(e.x ->> 'created_by') NOT BETWEEN 1 AND 255
+            THEN 'created_by must be null or a string of 1 to 255 characters'
+        WHEN pg_catalog.jsonb_typeof(e.x -> 'idempotency_key') NOT IN ('null', 'string')
+          OR pg_catalog.length(e.x ->> 'idempotency_key') NOT BETWEEN 1 AND 255
+            THEN 'idempotency_key must be null or a string of 1 to 255 characters'
+        WHEN e.x ? 'timeout_seconds' AND CASE
+                WHEN pg_catalog.jsonb_typeof(e.x -> 'timeout_seconds') <> 'number' THEN true
+                ELSE (e.x ->> 'timeout_seconds')::numeric NOT BETWEEN 1 AND {{ m.max_lease_seconds() }}
+                     OR (e.x ->> 'timeout_seconds')::numeric % 1 <> 0 END
+            THEN 'timeout_seconds must be an integer from 1 to {{ m.max_lease_seconds() }}'
+        WHEN pg_catalog.jsonb_typeof(e.x -> 'scheduled_for') NOT IN ('null', 'string')
+            THEN 'scheduled_for must be null or a timestamp string'
+        WHEN e.x ? 'max_attempts' AND CASE
+                WHEN pg_catalog.jsonb_typeof(e.x -> 'max_attempts') <> 'number' THEN true
+                ELSE (e.x ->> 'max_attempts')::numeric NOT BETWEEN 1 AND 100
+                     OR (e.x ->> 'max_attempts')::numeric % 1 <> 0 END
+            THEN 'max_attempts must be an integer from 1 to 100'
+        WHEN pg_catalog.jsonb_typeof(e.x -> 'command_id') NOT IN ('null', 'string')
+          OR pg_catalog.length(e.x ->> 'command_id') NOT BETWEEN 1 AND 64
+            THEN 'command_id must be null or a string of 1 to 64 characters'
+        WHEN e.x ? 'metadata' AND pg_catalog.jsonb_typeof(e.x -> 'metadata') <> 'object'
+            THEN 'metadata must be a JSON object'
+        END AS reason) r
+     WHERE r.reason IS NOT NULL
+     ORDER BY e.ord
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = pg_catalog.format('invalid commands[%s] %s: %s', v_bad.ord - 1, {{ m.show('v_bad.x') }}, v_bad.reason);
+    END IF;
+
+    -- Timestamps: parse each given one, naming the element that does not parse.
+    FOR v_element IN
+        SELECT e.ord, e.x ->> 'scheduled_for' AS scheduled_for
+          FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
+         WHERE pg_catalog.jsonb_typeof(e.x -> 'scheduled_for') = 'string'
+    LOOP
+        DECLARE
+            v_at timestamptz;
+        BEGIN
+            v_at := v_element.scheduled_for::timestamptz;
+            IF NOT pg_catalog.isfinite(v_at)
+               OR v_at NOT BETWEEN now() - interval '1 year' AND now() + interval '1 year' THEN
+                RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'out of range';
+            END IF;
+        EXCEPTION WHEN data_exception THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = pg_catalog.format('invalid commands[%s] scheduled_for %s: must be NULL or a time within a year of now',
+                                            v_element.ord - 1, {{ m.show('v_element.scheduled_for') }});
+        END;
+    END LOOP;
+
+    v_ids := ARRAY(
+        SELECT coalesce(e.x ->> 'command_id', 'cmd_' || pg_catalog.gen_random_uuid()::text)
+          FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
+         ORDER BY e.ord);
+
+    WITH inserted AS (
+        INSERT INTO {{ schema }}.commands AS c
+               (command_id, deployment_hash, type, status, priority, parameters, created_by,
+                created_at, updated_at, scheduled_for, timeout_seconds, metadata, max_attempts,
+                idempotency_key)
+        SELECT v_ids[e.ord], e.x ->> 'deployment_hash', e.x ->> 'command_type', 'queued',
+               coalesce(e.x ->> 'priority', 'normal'),
+               coalesce(e.x -> 'parameters', '{}'::jsonb),
+               coalesce(e.x ->> 'created_by', {{ m.actor() }}),
+               pg_catalog.clock_timestamp(), now(),
+               (e.x ->> 'scheduled_for')::timestamptz,
+               coalesce((e.x ->> 'timeout_seconds')::integer, 300),
+               coalesce(e.x -> 'metadata', '{}'::jsonb),
+               coalesce((e.x ->> 'max_attempts')::integer, 3),
+               e.x ->> 'idempotency_key'
+          FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
+         ORDER BY e.ord
+        ON CONFLICT DO NOTHING
+        RETURNING c.command_id
+    )
+    SELECT pg_catalog.array_agg(i.command_id) INTO v_inserted FROM inserted i;
+
+    IF coalesce(pg_catalog.cardinality(v_inserted), 0) < v_count THEN
+        -- Elements not inserted: a reused idempotency key, or an existing command_id.
+        FOR v_element IN
+            SELECT e.ord, e.x
+              FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
+             WHERE v_ids[e.ord] <> ALL (coalesce(v_inserted, '{}'))
+             ORDER BY e.ord
+        LOOP
+            SELECT c.* INTO v_existing
+              FROM {{ schema }}.commands c
+             WHERE c.deployment_hash = v_element.x ->> 'deployment_hash'
+               AND c.idempotency_key = v_element.x ->> 'idempotency_key';
+            IF FOUND AND v_existing.type = v_element.x ->> 'command_type'
+               AND v_existing.parameters = coalesce(v_element.x -> 'parameters', '{}'::jsonb) THEN
+                v_ids[v_element.ord] := v_existing.command_id;
+            ELSIF FOUND THEN
+                RAISE EXCEPTION USING ERRCODE = '23505',
+                    MESSAGE = pg_catalog.format(
+                        'invalid commands[%s]: idempotency_key %s of deployment %s was already used by command %s with another type or parameters',
+                        v_element.ord - 1, pg_catalog.quote_literal(v_element.x ->> 'idempotency_key'),
+                        pg_catalog.quote_literal(v_element.x ->> 'deployment_hash'),
+                        pg_catalog.quote_literal(v_existing.command_id));
+            ELSE
+                RAISE EXCEPTION USING ERRCODE = '23505',
+                    MESSAGE = pg_catalog.format('invalid commands[%s]: command_id %s already exists',
+                                                v_element.ord - 1, pg_catalog.quote_literal(v_ids[v_element.ord]));
+            END IF;
+        END LOOP;
+    END IF;
+
+    RETURN QUERY
+    SELECT c.*
+      FROM pg_catalog.unnest(v_ids) WITH ORDINALITY AS i(command_id, ord)
+      JOIN {{ schema }}.commands c ON c.command_id = i.command_id
+     ORDER BY i.ord;
+END
+$function$;
+
+COMMENT ON FUNCTION {{ schema }}.create_commands(jsonb) IS
+'Batch create_command: p_commands is a JSON array (1 to 10000) of objects whose keys are create_command''s arguments without the p_ prefix (deployment_hash and command_type required). Same checks and idempotency per element, all in one statement; returns one row per element, in order. A bad element rejects the whole batch, naming its index. Errors: 22023 invalid argument, 23505 duplicate command_id or reused key.';
+REVOKE ALL ON FUNCTION {{ schema }}.create_commands(jsonb) FROM PUBLIC;

@@ -1,0 +1,26 @@
+{% import 'sql/_macros.sql' as m %}
+CREATE OR REPLACE FUNCTION {{ schema }}.purge_audit_log(p_older_than interval)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+{{ m.definer() }}
+AS $function$
+DECLARE
+    v_deleted bigint;
+BEGIN
+    IF p_older_than IS NULL OR p_older_than < interval '1 day' OR NOT pg_catalog.isfinite(now() - p_older_than) THEN
+        {{ m.invalid('older_than', 'p_older_than', 'must be an interval of at least 1 day') }};
+    END IF;
+    -- The deliberate retention path: the append-only trigger lets DELETE through
+    -- only while this transaction-local setting is on, and the AFTER DELETE
+    -- trigger records the purge itself in audit_log.
+    PERFORM pg_catalog.set_config('stacker.audit_retention', 'on', true);
+    DELETE FROM {{ schema }}.audit_log a WHERE a.created_at < now() - p_older_than;
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    PERFORM pg_catalog.set_config('stacker.audit_retention', '', true);
+    RETURN v_deleted;
+END
+$function$;
+
+COMMENT ON FUNCTION {{ schema }}.purge_audit_log(interval) IS
+'The audit log''s retention path, the only way rows leave it: deletes audit rows older than p_older_than (at least 1 day) and records an audit.purged row with the count. Owner only by default. Errors: 22023 invalid interval.';
+REVOKE ALL ON FUNCTION {{ schema }}.purge_audit_log(interval) FROM PUBLIC;

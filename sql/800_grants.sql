@@ -1,0 +1,34 @@
+-- Object privileges of the contract's roles. Re-applied whenever a function,
+-- view or migration changed, so new objects never keep PostgreSQL's default
+-- EXECUTE for PUBLIC (every function file also revokes it itself).
+REVOKE ALL ON ALL TABLES IN SCHEMA {{ schema }} FROM PUBLIC, stacker_service, stacker_agent, stacker_readonly;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{ schema }} FROM PUBLIC, stacker_service, stacker_agent, stacker_readonly;
+
+-- stacker_readonly: SELECT on the tables and views, nothing else.
+GRANT SELECT ON {{ schema }}.commands, {{ schema }}.command_queue, {{ schema }}.agents,
+                {{ schema }}.app_status, {{ schema }}.audit_log, {{ schema }}.queue_stats
+   TO stacker_readonly;
+
+-- stacker_service: create, cancel, read, app status.
+GRANT SELECT ON {{ schema }}.commands, {{ schema }}.command_queue, {{ schema }}.agents,
+                {{ schema }}.app_status, {{ schema }}.audit_log, {{ schema }}.queue_stats
+   TO stacker_service;
+GRANT EXECUTE ON FUNCTION
+    {{ schema }}.create_command(text, text, jsonb, text, text, text, integer, timestamptz, integer, text, jsonb),
+    {{ schema }}.create_commands(jsonb),
+    {{ schema }}.cancel_command(text, text, text),
+    {{ schema }}.get_command(text),
+    {{ schema }}.list_commands(text, text, integer),
+    {{ schema }}.get_app_status(text),
+    {{ schema }}.update_app_status(text, text, text, jsonb, timestamptz, text)
+   TO stacker_service;
+
+-- stacker_agent: register, claim, start, extend, report, update_app_status.
+GRANT EXECUTE ON FUNCTION
+    {{ schema }}.register_agent(text, uuid, text, jsonb, jsonb),
+    {{ schema }}.claim_commands(text, uuid, integer, integer),
+    {{ schema }}.start_command(text, uuid),
+    {{ schema }}.extend_lease(text, uuid, integer),
+    {{ schema }}.report_result(text, uuid, text, jsonb, jsonb),
+    {{ schema }}.update_app_status(text, text, text, jsonb, timestamptz, text)
+   TO stacker_agent;

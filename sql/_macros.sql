@@ -1,0 +1,78 @@
+{#- Shared jinja2 macros for stacker-queue SQL. Files starting with "_" are not
+    applied themselves; templates import them with
+    {% import 'sql/_macros.sql' as m %}. -#}
+
+{#- The actor named in audit rows and created_by: the transaction's
+    stacker.actor setting when set and not empty, else the login role. -#}
+{% macro actor() -%}
+coalesce(nullif(pg_catalog.current_setting('stacker.actor', true), ''), session_user::text)
+{%- endmacro %}
+
+{% macro pending_statuses() -%}
+('queued', 'sent', 'executing')
+{%- endmacro %}
+
+{% macro in_flight_statuses() -%}
+('sent', 'executing')
+{%- endmacro %}
+
+{% macro terminal_statuses() -%}
+('completed', 'failed', 'cancelled')
+{%- endmacro %}
+
+{#- Priority word -> command_queue.priority integer (Stacker's mapping). -#}
+{% macro priority_rank(expr) -%}
+CASE {{ expr }} WHEN 'critical' THEN 3 WHEN 'high' THEN 2 WHEN 'normal' THEN 1 ELSE 0 END
+{%- endmacro %}
+
+{#- Function header lines every stored function shares. -#}
+{% macro definer() -%}
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+{%- endmacro %}
+
+{#- An argument shown in an error message: quoted, NULL, or cut short when long. -#}
+{% macro show(expr) -%}
+CASE WHEN ({{ expr }}) IS NULL THEN 'NULL'
+     WHEN pg_catalog.length(({{ expr }})::text) > 64
+     THEN pg_catalog.quote_literal(pg_catalog.left(({{ expr }})::text, 48) || '...')
+          || pg_catalog.format(' (%s characters)', pg_catalog.length(({{ expr }})::text))
+     ELSE pg_catalog.quote_literal(({{ expr }})::text) END
+{%- endmacro %}
+
+{#- RAISE invalid_parameter_value (22023) with a message naming the value. -#}
+{% macro invalid(label, expr, must) -%}
+RAISE EXCEPTION USING ERRCODE = '22023',
+    MESSAGE = pg_catalog.format('invalid {{ label }} %s: {{ must }}', {{ show(expr) }})
+{%- endmacro %}
+
+{#- A required text argument of 1..max_len characters. -#}
+{% macro check_text(var, label, max_len) -%}
+IF {{ var }} IS NULL OR {{ var }} = '' OR pg_catalog.length({{ var }}) > {{ max_len }} THEN
+    {{ invalid(label, var, 'must be 1 to ' ~ max_len ~ ' characters') }};
+END IF;
+{%- endmacro %}
+
+{#- An optional text argument: NULL, or 1..max_len characters. -#}
+{% macro check_optional_text(var, label, max_len) -%}
+IF {{ var }} IS NOT NULL AND ({{ var }} = '' OR pg_catalog.length({{ var }}) > {{ max_len }}) THEN
+    {{ invalid(label, var, 'must be NULL or 1 to ' ~ max_len ~ ' characters') }};
+END IF;
+{%- endmacro %}
+
+{#- A required positive integer no larger than max_value. -#}
+{% macro check_positive(var, label, max_value) -%}
+IF {{ var }} IS NULL OR {{ var }} < 1 OR {{ var }} > {{ max_value }} THEN
+    {{ invalid(label, var, 'must be an integer from 1 to ' ~ max_value) }};
+END IF;
+{%- endmacro %}
+
+{#- A required JSON value of one type ('object' or 'array'). -#}
+{% macro check_json(var, label, json_type) -%}
+IF {{ var }} IS NULL OR pg_catalog.jsonb_typeof({{ var }}) <> '{{ json_type }}' THEN
+    {{ invalid(label, var, 'must be a JSON ' ~ json_type) }};
+END IF;
+{%- endmacro %}
+
+{#- Largest lease or timeout accepted, in seconds (one week). -#}
+{% macro max_lease_seconds() %}604800{% endmacro %}
