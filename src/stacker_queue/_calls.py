@@ -1,0 +1,114 @@
+"""The statements the wrappers send: one stored-function call each.
+
+Arguments are passed by name (``p_x => $1::type``) and only when given, so the
+function's own defaults apply; every argument is cast to the declared type so
+an out-of-range value is the database's 22003, not a missing overload.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import partial
+from typing import Any, LiteralString
+from uuid import UUID
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from .templates import validate_schema_name
+
+SET_ACTOR = sql.SQL("SELECT pg_catalog.set_config('stacker.actor', %s, true)")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+json_dumps = partial(json.dumps, default=_json_default)
+
+
+def jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=json_dumps)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One named argument: its SQL type and value.
+
+    None leaves an optional argument to the function's default; a required
+    one is sent as NULL, for the function to reject with its own message.
+    """
+
+    pgtype: LiteralString
+    value: Any
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Call:
+    query: sql.Composed
+    params: list[Any]
+    function: str
+
+
+def function_call(schema: str, function: str, args: Mapping[str, Arg]) -> Call:
+    """``SELECT * FROM "schema".function(p_a => %s::t, ...)`` for the given arguments."""
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for name, arg in args.items():
+        if arg.value is None and not arg.required:
+            continue
+        parts.append(
+            sql.SQL("{} => %s::{}").format(sql.Identifier(f"p_{name}"), sql.SQL(arg.pgtype))
+        )
+        is_json = arg.pgtype == "jsonb" and arg.value is not None
+        params.append(jsonb(arg.value) if is_json else arg.value)
+    query = sql.SQL("SELECT * FROM {}.{}({})").format(
+        sql.Identifier(schema), sql.Identifier(function), sql.SQL(", ").join(parts)
+    )
+    return Call(query, params, function)
+
+
+def stats_query(schema: str, deployment_hash: str | None) -> Call:
+    where = sql.SQL(" WHERE deployment_hash = %s") if deployment_hash is not None else sql.SQL("")
+    query = sql.SQL("SELECT * FROM {}.queue_stats{} ORDER BY deployment_hash").format(
+        sql.Identifier(schema), where
+    )
+    return Call(query, [deployment_hash] if deployment_hash is not None else [], "queue_stats")
+
+
+def check_schema(schema: str) -> str:
+    try:
+        return validate_schema_name(schema)
+    except ValueError as exc:
+        from .errors import InvalidInput
+
+        raise InvalidInput(str(exc), sqlstate="22023") from None
+
+
+def new_command_id() -> str:
+    """A public command id in Stacker's form, ``cmd_<uuid>``.
+
+    The wrapper names a new command before sending it, as Stacker's API does,
+    so that "Attempting to add command {id}" can name it.
+    """
+    return f"cmd_{uuid.uuid4()}"
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel that wakes the agents of a schema."""
+    return f"{schema}_commands"
+
+
+def short_list(items: list[str], limit: int = 10) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
