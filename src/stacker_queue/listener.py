@@ -35,8 +35,10 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
+from tenacity.wait import wait_base
 
 from ._calls import channel, check_schema
 from .pool import connection_kwargs
@@ -133,6 +135,10 @@ class _Base:
 
     def _listen_sql(self) -> sql.Composed:
         return sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
+
+    def _backoff(self) -> wait_base:
+        """Exponential backoff from 50 ms up to reconnect_max_delay, with jitter."""
+        return wait_exponential(multiplier=0.05, max=self.reconnect_max_delay) + wait_random(0, 0.1)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -304,7 +310,7 @@ class Listener(_Base):
     def _reconnect(self) -> psycopg.Connection[Any] | None:
         retrying = Retrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(initial=0.05, max=self.reconnect_max_delay),
+            wait=self._backoff(),
             stop=lambda _: self._stop.is_set(),
             sleep=self._sleep,
             before_sleep=self._log_retry,
@@ -450,7 +456,7 @@ class AsyncListener(_Base):
     async def _reconnect(self) -> psycopg.AsyncConnection[Any]:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(psycopg.OperationalError),
-            wait=wait_exponential_jitter(initial=0.05, max=self.reconnect_max_delay),
+            wait=self._backoff(),
             before_sleep=self._log_retry,
             reraise=True,
         )
