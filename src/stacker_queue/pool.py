@@ -59,19 +59,27 @@ def connection_pool(
     prepare_threshold: int | None = PSYCOPG_PREPARE_THRESHOLD,
     application_name: str = APPLICATION_NAME,
     name: str | None = None,
+    probe: bool = True,
     **pool_options: Any,
 ) -> ConnectionPool[Any]:
     """An open ``psycopg_pool.ConnectionPool`` of autocommit connections whose
     health is checked when they are handed out. ``prepare_threshold=None`` for
-    a transaction-pooling PgBouncer. Extra keywords go to ConnectionPool."""
+    a transaction-pooling PgBouncer. Extra keywords go to ConnectionPool.
+
+    With ``probe`` (the default) one connection is made and closed first, so
+    a wrong conninfo fails at once with the server's reason, instead of as a
+    PoolTimeout once the pool gave up."""
     pool_options.setdefault("check", ConnectionPool.check_connection)
+    kwargs = connection_kwargs(
+        conninfo, prepare_threshold=prepare_threshold, application_name=application_name
+    )
+    if probe:
+        psycopg.connect(conninfo, **kwargs).close()
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
-        kwargs=connection_kwargs(
-            conninfo, prepare_threshold=prepare_threshold, application_name=application_name
-        ),
+        kwargs=kwargs,
         name=name,
         open=False,
         **pool_options,
@@ -88,17 +96,21 @@ async def async_connection_pool(
     prepare_threshold: int | None = PSYCOPG_PREPARE_THRESHOLD,
     application_name: str = APPLICATION_NAME,
     name: str | None = None,
+    probe: bool = True,
     **pool_options: Any,
 ) -> AsyncConnectionPool[Any]:
     """The asyncio twin of :func:`connection_pool`, opened."""
     pool_options.setdefault("check", AsyncConnectionPool.check_connection)
+    kwargs = connection_kwargs(
+        conninfo, prepare_threshold=prepare_threshold, application_name=application_name
+    )
+    if probe:
+        await (await psycopg.AsyncConnection.connect(conninfo, **kwargs)).close()
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
-        kwargs=connection_kwargs(
-            conninfo, prepare_threshold=prepare_threshold, application_name=application_name
-        ),
+        kwargs=kwargs,
         name=name,
         open=False,
         **pool_options,
