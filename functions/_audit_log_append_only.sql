@@ -9,10 +9,14 @@ BEGIN
        AND pg_catalog.current_setting('stacker.audit_retention', true) = 'on' THEN
         RETURN OLD;  -- the retention path (purge_audit_log)
     END IF;
+    -- The agents foreign key's ON DELETE SET NULL, nothing else: the referential
+    -- action runs inside the foreign key's own trigger (depth > 1), whereas a
+    -- statement run by hand fires this trigger at depth 1.
     IF TG_OP = 'UPDATE'
+       AND pg_catalog.pg_trigger_depth() > 1
        AND OLD.agent_id IS NOT NULL AND NEW.agent_id IS NULL
        AND pg_catalog.to_jsonb(NEW) - 'agent_id' = pg_catalog.to_jsonb(OLD) - 'agent_id' THEN
-        RETURN NEW;  -- the agents foreign key's ON DELETE SET NULL, nothing else
+        RETURN NEW;
     END IF;
     RAISE EXCEPTION USING ERRCODE = '42501',
         MESSAGE = pg_catalog.format('audit_log is append-only: %s is refused', TG_OP),
