@@ -8,7 +8,8 @@ DECLARE
     v_count integer;
     v_bad record;
     v_ids text[];
-    v_inserted text[];
+    v_row_ids uuid[];
+    v_inserted uuid[];
     v_element record;
     v_existing {{ schema }}.commands;
 BEGIN
@@ -102,13 +103,16 @@ BEGIN
         SELECT coalesce(e.x ->> 'command_id', 'cmd_' || pg_catalog.gen_random_uuid()::text)
           FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
          ORDER BY e.ord);
+    -- Each element's row id, chosen here: RETURNING it tells exactly which elements
+    -- were inserted (a command_id given twice in the batch is inserted only once).
+    v_row_ids := ARRAY(SELECT pg_catalog.gen_random_uuid() FROM pg_catalog.generate_series(1, v_count));
 
     WITH inserted AS (
         INSERT INTO {{ schema }}.commands AS c
-               (command_id, deployment_hash, type, status, priority, parameters, created_by,
+               (id, command_id, deployment_hash, type, status, priority, parameters, created_by,
                 created_at, updated_at, scheduled_for, timeout_seconds, metadata, max_attempts,
                 idempotency_key)
-        SELECT v_ids[e.ord], e.x ->> 'deployment_hash', e.x ->> 'command_type', 'queued',
+        SELECT v_row_ids[e.ord], v_ids[e.ord], e.x ->> 'deployment_hash', e.x ->> 'command_type', 'queued',
                coalesce(e.x ->> 'priority', 'normal'),
                coalesce(e.x -> 'parameters', '{}'::jsonb),
                coalesce(e.x ->> 'created_by', {{ m.actor() }}),
@@ -121,16 +125,16 @@ BEGIN
           FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
          ORDER BY e.ord
         ON CONFLICT DO NOTHING
-        RETURNING c.command_id
+        RETURNING c.id
     )
-    SELECT pg_catalog.array_agg(i.command_id) INTO v_inserted FROM inserted i;
+    SELECT pg_catalog.array_agg(i.id) INTO v_inserted FROM inserted i;
 
     IF coalesce(pg_catalog.cardinality(v_inserted), 0) < v_count THEN
         -- Elements not inserted: a reused idempotency key, or an existing command_id.
         FOR v_element IN
             SELECT e.ord, e.x
               FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
-             WHERE v_ids[e.ord] <> ALL (coalesce(v_inserted, '{}'))
+             WHERE v_row_ids[e.ord] <> ALL (coalesce(v_inserted, '{}'))
              ORDER BY e.ord
         LOOP
             SELECT c.* INTO v_existing
