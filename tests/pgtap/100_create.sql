@@ -2,7 +2,7 @@
 -- every invalid input (22023, naming the value), duplicates (23505), idempotency;
 -- get_command and list_commands.
 BEGIN;
-SELECT plan(72);
+SELECT plan(74);
 
 -- Defaults ------------------------------------------------------------------------------
 CREATE TEMP TABLE c_default AS SELECT * FROM stacker.create_command('dep-c', 'health');
@@ -264,6 +264,11 @@ SELECT throws_ok($$SELECT stacker.list_commands('dep-l', 'done')$$,
 SELECT throws_ok($$SELECT stacker.list_commands('dep-l', NULL, 0)$$,
                  '22023', 'invalid limit ''0'': must be an integer from 1 to 10000',
                  'list_commands with limit 0: 22023');
+SELECT throws_ok($$SELECT stacker.list_commands('dep-l', NULL, 10001)$$,
+                 '22023', 'invalid limit ''10001'': must be an integer from 1 to 10000',
+                 'list_commands with limit over 10000: 22023');
+SELECT throws_ok(format($$SELECT stacker.list_commands(%L)$$, repeat('h', 129)),
+                 '22023', NULL, 'list_commands with an over-long deployment_hash: 22023');
 SELECT throws_ok($$SELECT stacker.list_commands('', NULL, 10)$$,
                  '22023', 'invalid deployment_hash '''': must be 1 to 128 characters',
                  'list_commands with an empty deployment_hash: 22023');

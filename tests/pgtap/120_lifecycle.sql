@@ -2,7 +2,7 @@
 -- start_command and extend_lease errors (22023, P0002, 42501, 55000); every agent
 -- call marks the agent seen.
 BEGIN;
-SELECT plan(51);
+SELECT plan(54);
 
 SELECT lives_ok($$
     SELECT stacker.register_agent('dep-lc', '00000000-0000-4000-8000-0000000000c1');
@@ -97,6 +97,13 @@ SELECT throws_ok($$SELECT stacker.start_command('lc-1', '00000000-0000-4000-8000
                  '55000', 'command ''lc-1'' is completed; only a sent command can start', 'start a completed command: 55000');
 SELECT throws_ok($$SELECT stacker.start_command('lc-f', '00000000-0000-4000-8000-0000000000c1')$$,
                  '55000', 'command ''lc-f'' is failed; only a sent command can start', 'start a failed command: 55000');
+SELECT lives_ok($$
+    INSERT INTO stacker.commands (command_id, deployment_hash, type, status, created_by)
+    VALUES ('lc-noagent', 'dep-lc-noagent', 'logs', 'sent', 'sql')
+$$, 'setup: a sent command of a deployment without an agent');
+SELECT throws_ok($$SELECT stacker.start_command('lc-noagent', '00000000-0000-4000-8000-0000000000c1')$$,
+                 '42501', 'agent 00000000-0000-4000-8000-0000000000c1 is not the registered agent of deployment ''dep-lc-noagent''',
+                 'start for a deployment without an agent: 42501');
 SELECT results_eq($$SELECT status::text, started_at FROM stacker.commands WHERE command_id IN ('lc-q', 'lc-s') ORDER BY command_id$$,
                   $$VALUES ('queued', NULL::timestamptz), ('sent', NULL::timestamptz)$$,
                   'the refused starts changed nothing');
@@ -112,6 +119,8 @@ SELECT throws_ok($$SELECT stacker.extend_lease('lc-s', '00000000-0000-4000-8000-
                  '22023', NULL, 'extend beyond a week: 22023');
 SELECT throws_ok($$SELECT stacker.extend_lease('', '00000000-0000-4000-8000-0000000000c1')$$,
                  '22023', 'invalid command_id '''': must be 1 to 64 characters', 'extend with an empty command_id: 22023');
+SELECT throws_ok(format($$SELECT stacker.extend_lease(%L, '00000000-0000-4000-8000-0000000000c1')$$, repeat('i', 65)),
+                 '22023', NULL, 'extend with an over-long command_id: 22023');
 SELECT throws_ok($$SELECT stacker.extend_lease('lc-s', NULL)$$,
                  '22023', 'invalid agent_id NULL: must be the agent id returned by register_agent',
                  'extend without an agent id: 22023');

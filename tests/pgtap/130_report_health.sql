@@ -2,7 +2,7 @@
 -- reports after the lease ran out or after a requeue; health results into
 -- app_status, one case per mapping rule of the contract.
 BEGIN;
-SELECT plan(48);
+SELECT plan(49);
 
 SELECT lives_ok($$
     SELECT stacker.register_agent('dep-rr', '00000000-0000-4000-8000-0000000000d1');
@@ -23,6 +23,9 @@ SELECT throws_ok($$SELECT stacker.report_result('rr-1', '00000000-0000-4000-8000
                  '22023', 'invalid status NULL: must be completed or failed', 'a NULL status: 22023');
 SELECT throws_ok($$SELECT stacker.report_result('', '00000000-0000-4000-8000-0000000000d1', 'completed')$$,
                  '22023', 'invalid command_id '''': must be 1 to 64 characters', 'an empty command_id: 22023');
+SELECT throws_ok(format($$SELECT stacker.report_result(%L, '00000000-0000-4000-8000-0000000000d1', 'completed')$$, repeat('i', 65)),
+                 '22023', format('invalid command_id %L (65 characters): must be 1 to 64 characters', repeat('i', 48) || '...'),
+                 'an over-long command_id: 22023');
 SELECT throws_ok($$SELECT stacker.report_result('rr-1', NULL, 'completed')$$,
                  '22023', 'invalid agent_id NULL: must be the agent id returned by register_agent', 'no agent id: 22023');
 SELECT throws_ok($$SELECT stacker.report_result('rr-nope', '00000000-0000-4000-8000-0000000000d1', 'completed')$$,

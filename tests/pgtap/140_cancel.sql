@@ -2,7 +2,7 @@
 -- cancelling again returns it; completed or failed -> 55000; invalid input, unknown
 -- command; a cancelled command is out of the agent's reach.
 BEGIN;
-SELECT plan(27);
+SELECT plan(28);
 
 SELECT lives_ok($$
     SELECT stacker.register_agent('dep-x', '00000000-0000-4000-8000-0000000000e1');
@@ -82,6 +82,8 @@ SELECT throws_ok($$SELECT stacker.cancel_command('x-done', '')$$,
                  '22023', 'invalid reason '''': must be NULL or 1 to 1000 characters', 'an empty reason: 22023');
 SELECT throws_ok(format($$SELECT stacker.cancel_command('x-done', %L)$$, repeat('r', 1001)),
                  '22023', NULL, 'a reason over 1000 characters: 22023');
+SELECT throws_ok(format($$SELECT stacker.cancel_command('x-done', NULL, %L)$$, repeat('c', 256)),
+                 '22023', NULL, 'a cancelled_by over 255 characters: 22023');
 SELECT throws_ok($$SELECT stacker.cancel_command('x-done', NULL, '')$$,
                  '22023', 'invalid cancelled_by '''': must be NULL or 1 to 255 characters', 'an empty cancelled_by: 22023');
 

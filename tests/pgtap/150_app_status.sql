@@ -2,7 +2,7 @@
 -- get_app_status (awaiting_agent / awaiting_execution / stale / reported,
 -- pending_command_id, agent_last_seen).
 BEGIN;
-SELECT plan(48);
+SELECT plan(50);
 
 -- update_app_status -------------------------------------------------------------------------
 SELECT results_eq(
@@ -73,6 +73,10 @@ SELECT results_eq($$SELECT status::text, logs FROM stacker.app_status WHERE depl
 -- get_app_status ------------------------------------------------------------------------------------
 SELECT throws_ok($$SELECT * FROM stacker.get_app_status('')$$,
                  '22023', 'invalid deployment_hash '''': must be 1 to 128 characters', 'get_app_status with an empty hash: 22023');
+SELECT throws_ok(format($$SELECT * FROM stacker.get_app_status(%L)$$, repeat('h', 129)),
+                 '22023', NULL, 'get_app_status with an over-long hash: 22023');
+SELECT throws_ok($$SELECT * FROM stacker.get_app_status(NULL)$$,
+                 '22023', 'invalid deployment_hash NULL: must be 1 to 128 characters', 'get_app_status(NULL): 22023');
 SELECT is_empty($$SELECT * FROM stacker.get_app_status('dep-unknown')$$, 'an unknown deployment has no apps');
 
 -- A pending health command, no agent registered: awaiting_agent.
