@@ -4,7 +4,7 @@
 -- now() is frozen inside the test's transaction: expiry is simulated by moving
 -- lease_expires_at (or scheduled_for) into the past with a direct UPDATE.
 BEGIN;
-SELECT plan(67);
+SELECT plan(68);
 
 -- register_agent --------------------------------------------------------------------------
 SELECT results_eq(
@@ -162,6 +162,8 @@ SELECT throws_ok($$SELECT stacker.claim_commands('dep-w', '00000000-0000-4000-80
                  '22023', 'invalid limit ''0'': must be an integer from 1 to 1000', 'claim with limit 0: 22023');
 SELECT throws_ok($$SELECT stacker.claim_commands('dep-w', '00000000-0000-4000-8000-0000000000a5', -3)$$,
                  '22023', 'invalid limit ''-3'': must be an integer from 1 to 1000', 'claim with a negative limit: 22023');
+SELECT throws_ok($$SELECT stacker.claim_commands('dep-w', '00000000-0000-4000-8000-0000000000a5', 1001)$$,
+                 '22023', 'invalid limit ''1001'': must be an integer from 1 to 1000', 'claim with a limit over 1000: 22023');
 SELECT throws_ok($$SELECT stacker.claim_commands('dep-w', '00000000-0000-4000-8000-0000000000a5', NULL)$$,
                  '22023', 'invalid limit NULL: must be an integer from 1 to 1000', 'claim with a NULL limit: 22023');
 SELECT throws_ok($$SELECT stacker.claim_commands('dep-w', '00000000-0000-4000-8000-0000000000a5', 1, 0)$$,

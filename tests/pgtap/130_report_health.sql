@@ -2,7 +2,7 @@
 -- reports after the lease ran out or after a requeue; health results into
 -- app_status, one case per mapping rule of the contract.
 BEGIN;
-SELECT plan(49);
+SELECT plan(51);
 
 SELECT lives_ok($$
     SELECT stacker.register_agent('dep-rr', '00000000-0000-4000-8000-0000000000d1');
@@ -185,6 +185,27 @@ SELECT results_eq(
 SELECT results_eq(
     $$SELECT status::text, checked_at FROM stacker.app_status WHERE deployment_hash = 'dep-h' AND app_code = 'ts-app'$$,
     $$VALUES ('running', now() - interval '2 minutes')$$, 'checked_at from result.timestamp');
+
+-- A timestamp that cannot be read, or lies in the future, stands for now; logs become strings.
+SELECT lives_ok($$
+    SELECT stacker.create_command('dep-h', 'health', '{"app_code": "ts-bad"}', p_command_id => 'h-ts-bad');
+    SELECT stacker.create_command('dep-h', 'health', '{"app_code": "ts-future"}', p_command_id => 'h-ts-future');
+    SELECT stacker.create_command('dep-h', 'health', '{"app_code": "logs-mixed"}', p_command_id => 'h-logs-mixed');
+    SELECT stacker.claim_commands('dep-h', '00000000-0000-4000-8000-0000000000d3', 100);
+    SELECT stacker.report_result('h-ts-bad', '00000000-0000-4000-8000-0000000000d3', 'completed',
+                                 '{"status": "running", "timestamp": "not a time"}');
+    SELECT stacker.report_result('h-ts-future', '00000000-0000-4000-8000-0000000000d3', 'completed',
+                                 jsonb_build_object('status', 'running', 'timestamp', now() + interval '1 day'));
+    SELECT stacker.report_result('h-logs-mixed', '00000000-0000-4000-8000-0000000000d3', 'completed',
+                                 '{"status": "running", "logs": ["a", 2, true]}');
+$$, 'health results with an unreadable timestamp, a future one, and logs that are not all strings');
+SELECT results_eq(
+    $$SELECT app_code::text, checked_at, logs FROM stacker.app_status
+       WHERE deployment_hash = 'dep-h' AND app_code IN ('ts-bad', 'ts-future', 'logs-mixed') ORDER BY 1$$,
+    $$VALUES ('logs-mixed', now(), '["a", "2", "true"]'::jsonb),
+             ('ts-bad', now(), '[]'::jsonb),
+             ('ts-future', now(), '[]'::jsonb)$$,
+    'checked_at falls back to now; the logs are kept as an array of strings');
 
 -- A health report older than the stored status leaves the row.
 SELECT lives_ok($$
