@@ -138,7 +138,7 @@ SELECT is((SELECT count(DISTINCT agent_last_seen)::int FROM stacker.get_app_stat
 SELECT lives_ok($$SELECT stacker.update_app_status('dep-g', 'web', 'running', '[]', now() - interval '1 minute')$$,
                 'web reports (in the same transaction as the command''s creation)');
 SELECT is((SELECT state FROM stacker.get_app_status('dep-g') WHERE app_code = 'web'), 'awaiting_execution',
-          'a report written before the pending command was created does not end the wait');
+          'a report whose updated_at (the transaction''s start, now()) precedes the command''s created_at does not end the wait');
 UPDATE stacker.commands SET created_at = now() - interval '3 minutes' WHERE command_id = 'g-web-1';
 UPDATE stacker.commands SET created_at = now() - interval '2 minutes' WHERE command_id = 'g-web-2';
 SELECT results_eq(
