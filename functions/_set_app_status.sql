@@ -16,13 +16,14 @@ DECLARE
 BEGIN
     INSERT INTO {{ schema }}.app_status AS s
            (deployment_hash, app_code, status, logs, checked_at, command_id, updated_at)
-    VALUES (p_deployment_hash, p_app_code, p_status, p_logs, p_checked_at, p_command_id, now())
+    VALUES (p_deployment_hash, p_app_code, p_status, p_logs, p_checked_at, p_command_id,
+            pg_catalog.clock_timestamp())
     ON CONFLICT (deployment_hash, app_code) DO UPDATE
        SET status = excluded.status,
            logs = excluded.logs,
            checked_at = excluded.checked_at,
            command_id = excluded.command_id,
-           updated_at = now()
+           updated_at = pg_catalog.clock_timestamp()
      WHERE s.checked_at <= excluded.checked_at
     RETURNING s.* INTO v_row;
 

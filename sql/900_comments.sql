@@ -108,3 +108,25 @@ COMMENT ON TRIGGER _800_audit_update ON {{ schema }}.app_status IS 'Writes app_s
 COMMENT ON TRIGGER _100_append_only ON {{ schema }}.audit_log IS 'Refuses UPDATE and DELETE except through the retention path.';
 COMMENT ON TRIGGER _100_no_truncate ON {{ schema }}.audit_log IS 'Refuses TRUNCATE.';
 COMMENT ON TRIGGER _900_audit_purge ON {{ schema }}.audit_log IS 'Records every retention purge as an audit.purged row.';
+
+-- yoyo's bookkeeping tables live in this schema too when installed by
+-- stacker-queue migrate (a rendered install run with psql has none).
+DO $comments$
+DECLARE
+    v_table record;
+BEGIN
+    FOR v_table IN
+        SELECT * FROM (VALUES
+            ('_yoyo_migration', 'yoyo (stacker-queue migrate): the migrations applied to this schema.'),
+            ('_yoyo_log', 'yoyo (stacker-queue migrate): log of migrations applied and rolled back.'),
+            ('_yoyo_version', 'yoyo (stacker-queue migrate): version of yoyo''s own bookkeeping tables.'),
+            ('yoyo_lock', 'yoyo (stacker-queue migrate): lock row held while migrations run.')
+        ) AS t(name, description)
+    LOOP
+        IF pg_catalog.to_regclass(pg_catalog.format('%I.%I', {{ schema_literal }}, v_table.name)) IS NOT NULL THEN
+            EXECUTE pg_catalog.format('COMMENT ON TABLE %I.%I IS %L',
+                                      {{ schema_literal }}, v_table.name, v_table.description);
+        END IF;
+    END LOOP;
+END
+$comments$;

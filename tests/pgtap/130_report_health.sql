@@ -138,7 +138,7 @@ SELECT results_eq(
     'status from result.status words, else container_state, else unhealthy -> error, else unknown');
 SELECT results_eq(
     $$SELECT count(*)::int, bool_and(s.command_id = 'h-' || s.app_code), bool_and(s.logs = '[]'),
-             bool_and(s.checked_at = now()), bool_and(s.updated_at = now())
+             bool_and(s.checked_at = now()), bool_and(s.updated_at BETWEEN now() AND clock_timestamp())
         FROM stacker.app_status s WHERE s.deployment_hash = 'dep-h'$$,
     $$VALUES (16, true, true, true, true)$$,
     'each row names its command; logs default to []; checked_at defaults to now');
