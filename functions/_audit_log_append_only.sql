@@ -4,10 +4,20 @@ RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 {{ m.definer() }}
 AS $function$
+DECLARE
+    v_stack text;
 BEGIN
-    IF TG_OP = 'DELETE'
-       AND pg_catalog.current_setting('stacker.audit_retention', true) = 'on' THEN
-        RETURN OLD;  -- the retention path (purge_audit_log)
+    IF TG_OP = 'DELETE' THEN
+        -- The retention path: only a DELETE that purge_audit_log itself runs.
+        GET DIAGNOSTICS v_stack = PG_CONTEXT;
+        IF v_stack ~ ('(^|\n)PL/pgSQL function '
+                      || pg_catalog.regexp_replace(
+                             pg_catalog.to_regprocedure(pg_catalog.format(
+                                 '%I.purge_audit_log(interval)', {{ schema_literal }}))::text,
+                             '([.()\[\]{}*+?^$|\\])', '\\\1', 'g')
+                      || ' line [0-9]+ at SQL statement(\n|$)') THEN
+            RETURN OLD;
+        END IF;
     END IF;
     -- The agents foreign key's ON DELETE SET NULL, nothing else: the referential
     -- action runs inside the foreign key's own trigger (depth > 1), whereas a
@@ -25,5 +35,5 @@ END
 $function$;
 
 COMMENT ON FUNCTION {{ schema }}._audit_log_append_only() IS
-'Triggers _100_append_only and _100_no_truncate on audit_log (BEFORE): refuse UPDATE, DELETE and TRUNCATE for every role, the owner included (42501). Exceptions: DELETE inside purge_audit_log, which sets stacker.audit_retention for its transaction, and the agents foreign key setting agent_id to NULL.';
+'Triggers _100_append_only and _100_no_truncate on audit_log (BEFORE): refuse UPDATE, DELETE and TRUNCATE for every role, the owner included (42501). Exceptions: the DELETE that purge_audit_log runs (recognised on the call stack) and the agents foreign key''s ON DELETE SET NULL of agent_id.';
 REVOKE ALL ON FUNCTION {{ schema }}._audit_log_append_only() FROM PUBLIC;

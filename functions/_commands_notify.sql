@@ -10,17 +10,14 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         PERFORM pg_catalog.pg_notify({{ channel_commands }}, d.deployment_hash)
            FROM (SELECT DISTINCT n.deployment_hash FROM new_rows n
-                  WHERE n.status = 'queued'
-                    AND (n.scheduled_for IS NULL OR n.scheduled_for <= now())) d;
+                  WHERE n.status = 'queued') d;
     ELSE
         -- New work (requeued) or work withdrawn (cancelled): wake the deployment's agent.
         PERFORM pg_catalog.pg_notify({{ channel_commands }}, d.deployment_hash)
            FROM (SELECT DISTINCT n.deployment_hash
                    FROM new_rows n JOIN old_rows o ON o.id = n.id
                   WHERE n.status IS DISTINCT FROM o.status
-                    AND (n.status = 'cancelled'
-                         OR (n.status = 'queued'
-                             AND (n.scheduled_for IS NULL OR n.scheduled_for <= now())))) d;
+                    AND n.status IN ('queued', 'cancelled')) d;
         -- Every arrival at a terminal status.
         PERFORM pg_catalog.pg_notify({{ channel_events }},
                    pg_catalog.json_build_object('command_id', n.command_id,
@@ -35,5 +32,5 @@ END
 $function$;
 
 COMMENT ON FUNCTION {{ schema }}._commands_notify() IS
-'Triggers _900_notify_insert and _900_notify_update on commands (AFTER, statement): NOTIFY <schema>_commands with the deployment_hash for new due, requeued and cancelled commands, and <schema>_command_events with {"command_id", "deployment_hash", "status"} at each terminal status; delivered at commit.';
+'Triggers _900_notify_insert and _900_notify_update on commands (AFTER, statement): NOTIFY <schema>_commands with the deployment_hash for new, requeued and cancelled commands (a command scheduled for later is found by the agents'' polling when it comes due), and <schema>_command_events with {"command_id", "deployment_hash", "status"} at each terminal status; delivered at commit.';
 REVOKE ALL ON FUNCTION {{ schema }}._commands_notify() FROM PUBLIC;

@@ -82,5 +82,5 @@ END
 $function$;
 
 COMMENT ON FUNCTION {{ schema }}.claim_commands(text, uuid, integer, integer) IS
-'Claims up to p_limit (1 to 1000) due commands of a deployment for its registered agent: highest priority first, then oldest; queued ones whose scheduled_for has come and in-flight ones whose lease ran out (redelivery). Each becomes sent, attempts + 1, leased for p_lease_seconds (default: its timeout_seconds). A command whose lease ran out on its last attempt becomes failed (reason lease_expired) instead. Uses FOR UPDATE SKIP LOCKED: never waits for, and never shares a command with, another claim. Errors: 22023 invalid argument, 42501 not the deployment''s agent.';
+'Claims up to p_limit (1 to 1000) due commands of a deployment for its registered agent: highest priority first, then oldest; queued ones whose scheduled_for has come and in-flight ones whose lease ran out (redelivery). Each becomes sent, attempts + 1, leased for p_lease_seconds (default: its timeout_seconds). A command whose lease ran out on its last attempt becomes failed (reason lease_expired) instead. Uses FOR NO KEY UPDATE SKIP LOCKED: never waits for, and never shares a command with, another claim. Errors: 22023 invalid argument, 42501 not the deployment''s agent.';
 REVOKE ALL ON FUNCTION {{ schema }}.claim_commands(text, uuid, integer, integer) FROM PUBLIC;

@@ -118,9 +118,9 @@ BEGIN
                coalesce(e.x ->> 'created_by', {{ m.actor() }}),
                pg_catalog.clock_timestamp(), now(),
                (e.x ->> 'scheduled_for')::timestamptz,
-               coalesce((e.x ->> 'timeout_seconds')::integer, 300),
+               coalesce((e.x ->> 'timeout_seconds')::numeric::integer, 300),
                coalesce(e.x -> 'metadata', '{}'::jsonb),
-               coalesce((e.x ->> 'max_attempts')::integer, 3),
+               coalesce((e.x ->> 'max_attempts')::numeric::integer, 3),
                e.x ->> 'idempotency_key'
           FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
          ORDER BY e.ord
@@ -153,7 +153,7 @@ BEGIN
                         pg_catalog.quote_literal(v_existing.command_id));
             ELSE
                 RAISE EXCEPTION USING ERRCODE = '23505',
-                    MESSAGE = pg_catalog.format('invalid commands[%s]: command_id %s already exists',
+                    MESSAGE = pg_catalog.format('invalid commands[%s]: command_id %s already exists (or appears earlier in the batch)',
                                                 v_element.ord - 1, pg_catalog.quote_literal(v_ids[v_element.ord]));
             END IF;
         END LOOP;

@@ -10,13 +10,11 @@ BEGIN
     IF p_older_than IS NULL OR p_older_than < interval '1 day' OR NOT pg_catalog.isfinite(now() - p_older_than) THEN
         {{ m.invalid('older_than', 'p_older_than', 'must be an interval of at least 1 day') }};
     END IF;
-    -- The deliberate retention path: the append-only trigger lets DELETE through
-    -- only while this transaction-local setting is on, and the AFTER DELETE
-    -- trigger records the purge itself in audit_log.
-    PERFORM pg_catalog.set_config('stacker.audit_retention', 'on', true);
+    -- The deliberate retention path: the append-only trigger lets through only
+    -- the DELETE below (it finds this function on the call stack), and the
+    -- AFTER DELETE trigger records the purge itself in audit_log.
     DELETE FROM {{ schema }}.audit_log a WHERE a.created_at < now() - p_older_than;
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
-    PERFORM pg_catalog.set_config('stacker.audit_retention', '', true);
     RETURN v_deleted;
 END
 $function$;

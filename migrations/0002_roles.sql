@@ -1,6 +1,6 @@
 -- stacker-queue 0002: the three NOLOGIN roles of the contract, created when
 -- missing (roles are cluster-wide: another schema or database may share them),
--- and their USAGE on this schema. Object privileges are in sql/grants.sql.
+-- and their USAGE on this schema. Object privileges are in sql/800_grants.sql.
 DO $roles$
 DECLARE
     v_role text;

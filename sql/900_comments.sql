@@ -30,7 +30,7 @@ COMMENT ON COLUMN {{ schema }}.commands.agent_id IS 'The agent that holds or las
 COMMENT ON COLUMN {{ schema }}.commands.lease_expires_at IS 'While sent or executing: when the command becomes due for redelivery unless reported or extended.';
 
 COMMENT ON TABLE {{ schema }}.command_queue IS
-'The claimable work: exactly one row per queued, sent or executing command, none for finished ones (kept so by triggers on commands and on this table). Claims lock rows here with FOR UPDATE SKIP LOCKED.';
+'The claimable work: exactly one row per queued, sent or executing command, none for finished ones (kept so by triggers on commands and on this table). Claims lock rows here (and their commands) with FOR NO KEY UPDATE SKIP LOCKED.';
 COMMENT ON COLUMN {{ schema }}.command_queue.id IS 'Row id (Stacker''s primary key).';
 COMMENT ON COLUMN {{ schema }}.command_queue.command_id IS 'The queued command; unique; deleted with it (ON DELETE CASCADE).';
 COMMENT ON COLUMN {{ schema }}.command_queue.deployment_hash IS 'The command''s deployment (copied from it).';

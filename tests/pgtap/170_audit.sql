@@ -3,7 +3,7 @@
 -- a heartbeat alone writes nothing; audit_log refuses UPDATE, DELETE and
 -- TRUNCATE even for its owner; purge_audit_log is the retention path.
 BEGIN;
-SELECT plan(47);
+SELECT plan(49);
 
 -- A command's whole life, with actors -------------------------------------------------------------
 SET LOCAL stacker.actor = 'svc:api';
@@ -151,6 +151,12 @@ SELECT throws_ok($$DELETE FROM stacker.audit_log$$,
                  '42501', 'audit_log is append-only: DELETE is refused', 'DELETE from audit_log: 42501');
 SELECT throws_ok($$DELETE FROM stacker.audit_log WHERE action = 'command.created'$$,
                  '42501', 'audit_log is append-only: DELETE is refused', 'a partial DELETE from audit_log: 42501');
+SELECT throws_ok($q$DO $do$ BEGIN DELETE FROM stacker.audit_log; END $do$$q$,
+                 '42501', 'audit_log is append-only: DELETE is refused',
+                 'a DELETE from a function other than purge_audit_log is refused');
+SELECT throws_ok($$SET LOCAL stacker.audit_retention = 'on'; DELETE FROM stacker.audit_log$$,
+                 '42501', 'audit_log is append-only: DELETE is refused',
+                 'no setting opens the retention path');
 SELECT throws_ok($$TRUNCATE stacker.audit_log$$,
                  '42501', 'audit_log is append-only: TRUNCATE is refused', 'TRUNCATE audit_log: 42501');
 SET LOCAL client_min_messages = warning;  -- no NOTICE about the cascade

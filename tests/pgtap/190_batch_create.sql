@@ -2,7 +2,7 @@
 -- validated (22023 naming its index) and the whole batch is rejected on the first
 -- bad one; idempotency per element; duplicate command_ids (23505).
 BEGIN;
-SELECT plan(44);
+SELECT plan(45);
 
 -- Rows in order, defaults, queue rows ------------------------------------------------------------------
 SELECT results_eq(
@@ -159,13 +159,13 @@ SELECT throws_ok($$SELECT stacker.create_commands('[
           {"deployment_hash": "dep-bt", "command_type": "health", "command_id": "bt-x2"},
           {"deployment_hash": "dep-bt", "command_type": "health", "command_id": "bt-1"}
       ]')$$,
-    '23505', 'invalid commands[1]: command_id ''bt-1'' already exists',
+    '23505', 'invalid commands[1]: command_id ''bt-1'' already exists (or appears earlier in the batch)',
     'an existing command_id: 23505, naming the index');
 SELECT throws_ok($$SELECT stacker.create_commands('[
           {"deployment_hash": "dep-bt", "command_type": "health", "command_id": "bt-dup"},
           {"deployment_hash": "dep-bt", "command_type": "restart", "command_id": "bt-dup", "parameters": {"force": true}}
       ]')$$,
-    '23505', 'invalid commands[1]: command_id ''bt-dup'' already exists',
+    '23505', 'invalid commands[1]: command_id ''bt-dup'' already exists (or appears earlier in the batch)',
     'the same command_id twice in one batch: 23505, naming the second element');
 SELECT results_eq(
     $$SELECT command_id::text, type::text FROM stacker.create_commands('[
@@ -189,5 +189,7 @@ SELECT is_empty($$SELECT * FROM stacker.commands WHERE command_id IN ('bt-x1', '
                    OR idempotency_key = 'k-in-batch'$$,
                 'the rejected batches created nothing');
 
+SELECT results_eq($$SELECT timeout_seconds, max_attempts FROM stacker.create_commands('[{"deployment_hash": "dep-decimal", "command_type": "health", "timeout_seconds": 2.0, "max_attempts": 4.0}]')$$,
+                  $$VALUES (2, 4)$$, 'integral numbers written with a decimal point are accepted');
 SELECT * FROM finish();
 ROLLBACK;
