@@ -185,8 +185,8 @@ class Agent(_AgentCalls):
     @classmethod
     def connect(
         cls,
-        conninfo: str = "",
-        deployment_hash: str = "",
+        conninfo: str,
+        deployment_hash: str,
         agent_id: UUID | str | None = None,
         *,
         schema: str = DEFAULT_SCHEMA,
@@ -371,8 +371,8 @@ class AsyncAgent(_AgentCalls):
     @classmethod
     async def connect(
         cls,
-        conninfo: str = "",
-        deployment_hash: str = "",
+        conninfo: str,
+        deployment_hash: str,
         agent_id: UUID | str | None = None,
         *,
         schema: str = DEFAULT_SCHEMA,
