@@ -30,6 +30,9 @@ from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
 
 from stacker_queue.migrate import Installer
 
+# The Python wrapper suites' fixtures (client, aclient, make_agent, ...).
+pytest_plugins = ["helpers_queue"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_TAG = f"{os.getpid()}"
 TEST_DBNAME = f"sq_test_{SESSION_TAG}"

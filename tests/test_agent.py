@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from helpers_queue are redefined as arguments)
 """Agent and AsyncAgent: register, claim, wait (woken by NOTIFY, or polling),
 start, extend_lease, report_result, their errors and their logs."""
 
@@ -13,13 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from helpers_queue import (  # noqa: F401
-    client,
-    make_agent,
-    make_async_agent,
-    median_ms,
-    new_hash,
-)
+from helpers_queue import median_ms, new_hash
 
 from stacker_queue import (
     Agent,

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from helpers_queue are redefined as arguments)
 """The stacker-queue CLI against a real database: the operator commands, their
 --json output, one-line failures with distinct exit statuses, and the demo."""
 
@@ -12,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
-from helpers_queue import make_agent, new_hash  # noqa: F401
+from helpers_queue import new_hash
 from psycopg import sql
 
 from stacker_queue.cli import main

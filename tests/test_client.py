@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from helpers_queue are redefined as arguments)
 """Client and AsyncClient against a real database: every method, every error
 class, the actor in audit_log, and the ways to build a client."""
 
@@ -11,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers_queue import aclient, audit_rows, client, make_agent, new_hash  # noqa: F401
+from helpers_queue import audit_rows, new_hash
 from psycopg_pool import ConnectionPool
 
 from stacker_queue import (

