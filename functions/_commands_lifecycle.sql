@@ -18,7 +18,10 @@ BEGIN
             END IF;
             RETURN NEW;
         END IF;
-        IF NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        -- Same status: nothing to fill in, except for trigger _100_lifecycle_resend
+        -- (a statement that set status = 'sent' on a sent command: Stacker's old
+        -- binary handing out a command again), which counts as a new delivery.
+        IF NEW.status IS NOT DISTINCT FROM OLD.status AND TG_ARGV[0] IS DISTINCT FROM 'resend' THEN
             RETURN NEW;
         END IF;
         NEW.updated_at := now();
@@ -65,5 +68,5 @@ END
 $function$;
 
 COMMENT ON FUNCTION {{ schema }}._commands_lifecycle() IS
-'Trigger _100_lifecycle on commands (BEFORE, row): refuses any change to the status, result or error of a finished command (55000) and fills in the delivery fields (attempts, sent_at, lease, started_at, completed_at) that a plain status UPDATE left out.';
+'Triggers _100_lifecycle_insert, _100_lifecycle_update and _100_lifecycle_resend on commands (BEFORE, row): refuses any change to the status, result or error of a finished command (55000) and fills in the delivery fields (attempts, sent_at, lease, started_at, completed_at) that a plain status UPDATE left out; an UPDATE that sets status = ''sent'' on a sent command (Stacker''s old binary redelivering it) counts as a new delivery.';
 REVOKE ALL ON FUNCTION {{ schema }}._commands_lifecycle() FROM PUBLIC;

@@ -12,6 +12,12 @@ CREATE OR REPLACE TRIGGER _100_lifecycle_update
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
                        OR OLD.status IN {{ m.terminal_statuses() }})
     EXECUTE FUNCTION {{ schema }}._commands_lifecycle();
+-- An UPDATE that names status and leaves a sent command sent: Stacker's old
+-- binary handing it out again (UPDATE commands SET status = 'sent'), a new delivery.
+CREATE OR REPLACE TRIGGER _100_lifecycle_resend
+    BEFORE UPDATE OF status ON {{ schema }}.commands
+    FOR EACH ROW WHEN (OLD.status = 'sent' AND NEW.status = 'sent')
+    EXECUTE FUNCTION {{ schema }}._commands_lifecycle('resend');
 
 CREATE OR REPLACE TRIGGER _500_queue_insert
     AFTER INSERT ON {{ schema }}.commands

@@ -93,6 +93,7 @@ COMMENT ON COLUMN {{ schema }}.queue_stats.agent_last_seen IS 'The agent''s last
 
 COMMENT ON TRIGGER _100_lifecycle_insert ON {{ schema }}.commands IS 'Fills delivery fields of commands inserted in a status other than queued.';
 COMMENT ON TRIGGER _100_lifecycle_update ON {{ schema }}.commands IS 'Refuses changes to finished commands; fills delivery fields a status UPDATE left out.';
+COMMENT ON TRIGGER _100_lifecycle_resend ON {{ schema }}.commands IS 'Counts an UPDATE setting status = ''sent'' on a sent command (Stacker''s old binary handing it out again) as a new delivery: attempts + 1, new lease.';
 COMMENT ON TRIGGER _500_queue_insert ON {{ schema }}.commands IS 'Creates the queue row of each new pending command in the same transaction.';
 COMMENT ON TRIGGER _500_queue_update ON {{ schema }}.commands IS 'Keeps queue rows in step with status, priority, schedule and lease; removes them at terminal statuses.';
 COMMENT ON TRIGGER _800_audit_insert ON {{ schema }}.commands IS 'Writes command.created audit rows.';

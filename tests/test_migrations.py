@@ -160,7 +160,7 @@ def test_rollback_one_then_migrate_restores_privileges(empty_db: Database) -> No
     installer.migrate()
     before = schema_dump(empty_db)
 
-    assert installer.rollback(1) == ["0002_roles"]
+    assert installer.rollback(2) == ["0003_legacy_guard", "0002_roles"]
     with empty_db.connect() as conn:
         allowed = conn.execute(
             "SELECT has_function_privilege('stacker_service', "

@@ -1,7 +1,7 @@
 -- Schema: tables, columns and their types (with the seed's two fixes), NOT NULLs,
 -- defaults, keys, CHECK constraints, indexes, triggers and the queue_stats view.
 BEGIN;
-SELECT plan(210);
+SELECT plan(211);
 
 SELECT has_schema('stacker', 'schema stacker exists');
 
@@ -275,7 +275,7 @@ SELECT index_is_unique('stacker', t, i, format('%s is a unique index', i))
 
 -- Triggers -------------------------------------------------------------------------
 SELECT triggers_are('stacker', 'commands',
-    ARRAY['_100_lifecycle_insert', '_100_lifecycle_update', '_500_queue_insert', '_500_queue_update',
+    ARRAY['_100_lifecycle_insert', '_100_lifecycle_resend', '_100_lifecycle_update', '_500_queue_insert', '_500_queue_update',
           '_800_audit_insert', '_800_audit_update', '_900_notify_insert', '_900_notify_update'],
     'commands has exactly its triggers');
 SELECT triggers_are('stacker', 'command_queue', ARRAY['_100_guard_insert', '_100_guard_delete'],
@@ -296,6 +296,7 @@ SELECT trigger_is('stacker', t, g, 'stacker', f, format('trigger %s on %s calls 
   FROM (VALUES
     ('commands', '_100_lifecycle_insert', '_commands_lifecycle'),
     ('commands', '_100_lifecycle_update', '_commands_lifecycle'),
+    ('commands', '_100_lifecycle_resend', '_commands_lifecycle'),
     ('commands', '_500_queue_insert', '_commands_queue_sync'),
     ('commands', '_500_queue_update', '_commands_queue_sync'),
     ('commands', '_800_audit_insert', '_commands_audit'),
@@ -335,6 +336,7 @@ SELECT results_eq(
              ('command_queue', '_100_guard_delete', 'BEFORE', 'ROW', 'DELETE'),
              ('command_queue', '_100_guard_insert', 'BEFORE', 'ROW', 'INSERT'),
              ('commands', '_100_lifecycle_insert', 'BEFORE', 'ROW', 'INSERT'),
+             ('commands', '_100_lifecycle_resend', 'BEFORE', 'ROW', 'UPDATE'),
              ('commands', '_100_lifecycle_update', 'BEFORE', 'ROW', 'UPDATE'),
              ('commands', '_500_queue_insert', 'AFTER', 'STATEMENT', 'INSERT'),
              ('commands', '_500_queue_update', 'AFTER', 'STATEMENT', 'UPDATE'),
