@@ -11,12 +11,27 @@ DECLARE
     v_expired integer := 0;
     v_removed integer := 0;
     v_deleted integer := 0;
+    v_fits boolean;
 BEGIN
-    IF p_queue_ttl IS NULL OR p_queue_ttl <= interval '0' OR NOT pg_catalog.isfinite(now() - p_queue_ttl) THEN
+    -- An interval reaching back past the first representable timestamp (e.g.
+    -- '10000 years') cannot be subtracted from now(): 22023 naming it, not 22008.
+    BEGIN
+        v_fits := pg_catalog.isfinite(now() - p_queue_ttl);
+    EXCEPTION WHEN datetime_field_overflow THEN
+        v_fits := false;
+    END;
+    IF p_queue_ttl IS NULL OR p_queue_ttl <= interval '0' OR NOT v_fits THEN
         {{ m.invalid('queue_ttl', 'p_queue_ttl', 'must be a positive interval') }};
     END IF;
-    IF p_retention IS NOT NULL AND (p_retention <= interval '0' OR NOT pg_catalog.isfinite(now() - p_retention)) THEN
-        {{ m.invalid('retention', 'p_retention', 'must be NULL or a positive interval') }};
+    IF p_retention IS NOT NULL THEN
+        BEGIN
+            v_fits := pg_catalog.isfinite(now() - p_retention);
+        EXCEPTION WHEN datetime_field_overflow THEN
+            v_fits := false;
+        END;
+        IF p_retention <= interval '0' OR NOT v_fits THEN
+            {{ m.invalid('retention', 'p_retention', 'must be NULL or a positive interval') }};
+        END IF;
     END IF;
 
     -- Queued commands nobody claimed within the TTL (counted from when they

@@ -6,8 +6,16 @@ LANGUAGE plpgsql VOLATILE
 AS $function$
 DECLARE
     v_deleted bigint;
+    v_fits boolean;
 BEGIN
-    IF p_older_than IS NULL OR p_older_than < interval '1 day' OR NOT pg_catalog.isfinite(now() - p_older_than) THEN
+    -- An interval reaching back past the first representable timestamp (e.g.
+    -- '10000 years') cannot be subtracted from now(): 22023 naming it, not 22008.
+    BEGIN
+        v_fits := pg_catalog.isfinite(now() - p_older_than);
+    EXCEPTION WHEN datetime_field_overflow THEN
+        v_fits := false;
+    END;
+    IF p_older_than IS NULL OR p_older_than < interval '1 day' OR NOT v_fits THEN
         {{ m.invalid('older_than', 'p_older_than', 'must be an interval of at least 1 day') }};
     END IF;
     -- The deliberate retention path: the append-only trigger lets through only
