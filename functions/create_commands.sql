@@ -22,60 +22,72 @@ BEGIN
             MESSAGE = pg_catalog.format('invalid commands: %s elements; a batch holds 1 to 10000', v_count);
     END IF;
 
-    -- The checks of create_command, for every element at once; the first
-    -- offending element is reported with its position and value.
-    SELECT e.ord, e.x, r.reason INTO v_bad
+    -- The checks of create_command, for every element at once. The first
+    -- offending element is reported with its position and, when one field is
+    -- at fault, that field and its value (else the element itself).
+    SELECT e.ord, e.x, r.bad[1] AS field, r.bad[2] AS reason INTO v_bad
       FROM pg_catalog.jsonb_array_elements(p_commands) WITH ORDINALITY AS e(x, ord)
      CROSS JOIN LATERAL (SELECT CASE
-        WHEN pg_catalog.jsonb_typeof(e.x) <> 'object' THEN 'must be a JSON object'
+        WHEN pg_catalog.jsonb_typeof(e.x) <> 'object' THEN ARRAY[NULL, 'must be a JSON object']
         WHEN EXISTS (SELECT FROM pg_catalog.jsonb_object_keys(e.x) k
                       WHERE k NOT IN ('deployment_hash', 'command_type', 'parameters', 'priority',
                                       'created_by', 'idempotency_key', 'timeout_seconds',
                                       'scheduled_for', 'max_attempts', 'command_id', 'metadata'))
-            THEN 'has an unknown key; known keys are the arguments of create_command without p_'
+            THEN ARRAY[NULL, pg_catalog.format(
+                'has an unknown key %s; known keys are the arguments of create_command without p_',
+                (SELECT pg_catalog.quote_literal(pg_catalog.min(k))
+                   FROM pg_catalog.jsonb_object_keys(e.x) k
+                  WHERE k NOT IN ('deployment_hash', 'command_type', 'parameters', 'priority',
+                                  'created_by', 'idempotency_key', 'timeout_seconds',
+                                  'scheduled_for', 'max_attempts', 'command_id', 'metadata')))]
         WHEN pg_catalog.jsonb_typeof(e.x -> 'deployment_hash') IS DISTINCT FROM 'string'
           OR pg_catalog.length(e.x ->> 'deployment_hash') NOT BETWEEN 1 AND 128
-            THEN 'deployment_hash must be a string of 1 to 128 characters'
+            THEN ARRAY['deployment_hash', 'must be a string of 1 to 128 characters']
         WHEN pg_catalog.jsonb_typeof(e.x -> 'command_type') IS DISTINCT FROM 'string'
           OR pg_catalog.length(e.x ->> 'command_type') NOT BETWEEN 1 AND 100
-            THEN 'command_type must be a string of 1 to 100 characters'
+            THEN ARRAY['command_type', 'must be a string of 1 to 100 characters']
         WHEN e.x ? 'parameters' AND pg_catalog.jsonb_typeof(e.x -> 'parameters') <> 'object'
-            THEN 'parameters must be a JSON object'
+            THEN ARRAY['parameters', 'must be a JSON object']
         WHEN e.x ? 'parameters' AND pg_catalog.octet_length((e.x -> 'parameters')::text) > 1048576
-            THEN 'parameters are over the 1 MiB limit'
+            THEN ARRAY['parameters', pg_catalog.format('%s bytes is over the 1 MiB limit',
+                                                       pg_catalog.octet_length((e.x -> 'parameters')::text))]
         WHEN e.x ? 'priority' AND (pg_catalog.jsonb_typeof(e.x -> 'priority') <> 'string'
                                    OR e.x ->> 'priority' NOT IN ('low', 'normal', 'high', 'critical'))
-            THEN 'priority must be low, normal, high or critical'
+            THEN ARRAY['priority', 'must be low, normal, high or critical']
         WHEN pg_catalog.jsonb_typeof(e.x -> 'created_by') NOT IN ('null', 'string')
           OR pg_catalog.length(e.x ->> 'created_by') NOT BETWEEN 1 AND 255
-            THEN 'created_by must be null or a string of 1 to 255 characters'
+            THEN ARRAY['created_by', 'must be null or a string of 1 to 255 characters']
         WHEN pg_catalog.jsonb_typeof(e.x -> 'idempotency_key') NOT IN ('null', 'string')
           OR pg_catalog.length(e.x ->> 'idempotency_key') NOT BETWEEN 1 AND 255
-            THEN 'idempotency_key must be null or a string of 1 to 255 characters'
+            THEN ARRAY['idempotency_key', 'must be null or a string of 1 to 255 characters']
         WHEN e.x ? 'timeout_seconds' AND CASE
                 WHEN pg_catalog.jsonb_typeof(e.x -> 'timeout_seconds') <> 'number' THEN true
                 ELSE (e.x ->> 'timeout_seconds')::numeric NOT BETWEEN 1 AND {{ m.max_lease_seconds() }}
                      OR (e.x ->> 'timeout_seconds')::numeric % 1 <> 0 END
-            THEN 'timeout_seconds must be an integer from 1 to {{ m.max_lease_seconds() }}'
+            THEN ARRAY['timeout_seconds', 'must be an integer from 1 to {{ m.max_lease_seconds() }}']
         WHEN pg_catalog.jsonb_typeof(e.x -> 'scheduled_for') NOT IN ('null', 'string')
-            THEN 'scheduled_for must be null or a timestamp string'
+            THEN ARRAY['scheduled_for', 'must be null or a timestamp string']
         WHEN e.x ? 'max_attempts' AND CASE
                 WHEN pg_catalog.jsonb_typeof(e.x -> 'max_attempts') <> 'number' THEN true
                 ELSE (e.x ->> 'max_attempts')::numeric NOT BETWEEN 1 AND 100
                      OR (e.x ->> 'max_attempts')::numeric % 1 <> 0 END
-            THEN 'max_attempts must be an integer from 1 to 100'
+            THEN ARRAY['max_attempts', 'must be an integer from 1 to 100']
         WHEN pg_catalog.jsonb_typeof(e.x -> 'command_id') NOT IN ('null', 'string')
           OR pg_catalog.length(e.x ->> 'command_id') NOT BETWEEN 1 AND 64
-            THEN 'command_id must be null or a string of 1 to 64 characters'
+            THEN ARRAY['command_id', 'must be null or a string of 1 to 64 characters']
         WHEN e.x ? 'metadata' AND pg_catalog.jsonb_typeof(e.x -> 'metadata') <> 'object'
-            THEN 'metadata must be a JSON object'
-        END AS reason) r
-     WHERE r.reason IS NOT NULL
+            THEN ARRAY['metadata', 'must be a JSON object']
+        END AS bad) r
+     WHERE r.bad IS NOT NULL
      ORDER BY e.ord
      LIMIT 1;
-    IF FOUND THEN
+    IF FOUND AND v_bad.field IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = pg_catalog.format('invalid commands[%s] %s: %s', v_bad.ord - 1, {{ m.show('v_bad.x') }}, v_bad.reason);
+    ELSIF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = pg_catalog.format('invalid commands[%s] %s %s: %s', v_bad.ord - 1, v_bad.field,
+                                        {{ m.show('v_bad.x ->> v_bad.field') }}, v_bad.reason);
     END IF;
 
     -- Timestamps: parse each given one, naming the element that does not parse.

@@ -63,60 +63,60 @@ SELECT throws_ok($$SELECT stacker.create_commands('[]')$$,
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": "health"}, "health"]')$$,
                  '22023', 'invalid commands[1] ''"health"'': must be a JSON object', 'an element that is not an object: 22023, index 1');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dv", "command_type": "h", "prio": "high"}]')$$,
-                 '22023', 'invalid commands[0] ''{"prio": "high", "command_type": "h", "deployment_hash": "dv"}'': has an unknown key; known keys are the arguments of create_command without p_',
+                 '22023', 'invalid commands[0] ''{"prio": "high", "command_type": "h", "deployment_hash": "dv"}'': has an unknown key ''prio''; known keys are the arguments of create_command without p_',
                  'an unknown key: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": "health"},
                                                     {"deployment_hash": "dep-bv", "command_type": "health"},
                                                     {"command_type": "health"}]')$$,
-                 '22023', 'invalid commands[2] ''{"command_type": "health"}'': deployment_hash must be a string of 1 to 128 characters',
+                 '22023', 'invalid commands[2] deployment_hash NULL: must be a string of 1 to 128 characters',
                  'a missing deployment_hash: 22023, index 2');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "", "command_type": "health"}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_type": "health", "deployment_hash": ""}'': deployment_hash must be a string of 1 to 128 characters',
+                 '22023', 'invalid commands[0] deployment_hash '''': must be a string of 1 to 128 characters',
                  'an empty deployment_hash: 22023');
 SELECT throws_ok(format($$SELECT stacker.create_commands('[{"deployment_hash": "%s", "command_type": "health"}]')$$, repeat('h', 129)),
                  '22023', NULL, 'an over-long deployment_hash: 22023');
 SELECT throws_like(format($$SELECT stacker.create_commands('[{"deployment_hash": "%s", "command_type": "health"}]')$$, repeat('h', 129)),
-                   'invalid commands[0] %: deployment_hash must be a string of 1 to 128 characters',
+                   'invalid commands[0] deployment_hash ''hhhh%'' (129 characters): must be a string of 1 to 128 characters',
                    '... naming the element');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": 42, "command_type": "health"}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_type": "health", "deployment_hash": 42}'': deployment_hash must be a string of 1 to 128 characters',
+                 '22023', 'invalid commands[0] deployment_hash ''42'': must be a string of 1 to 128 characters',
                  'a deployment_hash that is a number: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": ""}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_type": "", "deployment_hash": "dep-bv"}'': command_type must be a string of 1 to 100 characters',
+                 '22023', 'invalid commands[0] command_type '''': must be a string of 1 to 100 characters',
                  'an empty command_type: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "parameters": 1}]')$$,
-                 '22023', 'invalid commands[0] ''{"parameters": 1, "command_type": "h", "deployment_hash": "d"}'': parameters must be a JSON object',
+                 '22023', 'invalid commands[0] parameters ''1'': must be a JSON object',
                  'parameters that are not an object: 22023');
 SELECT throws_like(
     format($$SELECT stacker.create_commands(jsonb_build_array(
                 jsonb_build_object('deployment_hash', 'dep-bv', 'command_type', 'health'),
                 jsonb_build_object('deployment_hash', 'dep-bv', 'command_type', 'big',
                                    'parameters', jsonb_build_object('x', repeat('a', %s)))))$$, 1048576),
-    'invalid commands[1] %: parameters are over the 1 MiB limit',
-    'parameters over 1 MiB: 22023 message names the index');
+    'invalid commands[1] parameters ''{"x": "aaa%'' (1048585 characters): 1048585 bytes is over the 1 MiB limit',
+    'parameters over 1 MiB: 22023 message names the index, the field and its size');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "priority": "max"}]')$$,
-                 '22023', 'invalid commands[0] ''{"priority": "max", "command_type": "h", "deployment_hash": "d"}'': priority must be low, normal, high or critical',
+                 '22023', 'invalid commands[0] priority ''max'': must be low, normal, high or critical',
                  'an unknown priority: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "timeout_seconds": 0}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_type": "h", "deployment_hash": "d", "t...'' (67 characters): timeout_seconds must be an integer from 1 to 604800',
-                 'timeout_seconds 0: 22023 (a long element is shown cut short, with its length)');
+                 '22023', 'invalid commands[0] timeout_seconds ''0'': must be an integer from 1 to 604800',
+                 'timeout_seconds 0: 22023 (the field and its value are named, not the whole element)');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": "health", "timeout_seconds": 1.5}]')$$,
                  '22023', NULL, 'a fractional timeout_seconds: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": "health", "timeout_seconds": "60"}]')$$,
                  '22023', NULL, 'a timeout_seconds that is a string: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "max_attempts": 0}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_type": "h", "max_attempts": 0, "deployment_hash": "d"}'': max_attempts must be an integer from 1 to 100',
+                 '22023', 'invalid commands[0] max_attempts ''0'': must be an integer from 1 to 100',
                  'max_attempts 0: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "command_id": ""}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_id": "", "command_type": "h", "deployment_hash": "d"}'': command_id must be null or a string of 1 to 64 characters',
+                 '22023', 'invalid commands[0] command_id '''': must be null or a string of 1 to 64 characters',
                  'an empty command_id: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "idempotency_key": ""}]')$$,
-                 '22023', 'invalid commands[0] ''{"command_type": "h", "deployment_hash": "d", "i...'' (68 characters): idempotency_key must be null or a string of 1 to 255 characters',
+                 '22023', 'invalid commands[0] idempotency_key '''': must be null or a string of 1 to 255 characters',
                  'an empty idempotency_key: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": "health", "created_by": ""}]')$$,
                  '22023', NULL, 'an empty created_by: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "d", "command_type": "h", "metadata": "x"}]')$$,
-                 '22023', 'invalid commands[0] ''{"metadata": "x", "command_type": "h", "deployment_hash": "d"}'': metadata must be a JSON object',
+                 '22023', 'invalid commands[0] metadata ''x'': must be a JSON object',
                  'metadata that is not an object: 22023');
 SELECT throws_ok($$SELECT stacker.create_commands('[{"deployment_hash": "dep-bv", "command_type": "health"},
                                                     {"deployment_hash": "dep-bv", "command_type": "health", "scheduled_for": "next tuesday"}]')$$,
