@@ -1,8 +1,29 @@
 -- Object privileges of the contract's roles. Re-applied whenever a function,
 -- view or migration changed, so new objects never keep PostgreSQL's default
--- EXECUTE for PUBLIC (every function file also revokes it itself).
-REVOKE ALL ON ALL TABLES IN SCHEMA {{ schema }} FROM PUBLIC, stacker_service, stacker_agent, stacker_readonly;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {{ schema }} FROM PUBLIC, stacker_service, stacker_agent, stacker_readonly;
+-- EXECUTE for PUBLIC (every function file also revokes it itself). Only this
+-- package's tables, view and functions: the schema may be shared with other
+-- objects (Stacker's public schema after stacker-queue adopt, extensions),
+-- whose privileges are not ours to change.
+REVOKE ALL ON {{ schema }}.commands, {{ schema }}.command_queue, {{ schema }}.agents,
+              {{ schema }}.app_status, {{ schema }}.audit_log, {{ schema }}.schema_repeatables,
+              {{ schema }}.queue_stats
+  FROM PUBLIC, stacker_service, stacker_agent, stacker_readonly;
+DO $revoke$
+DECLARE
+    v_function regprocedure;
+BEGIN
+    FOR v_function IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = {{ schema_literal }}
+           AND p.proname = ANY ({{ function_names }})
+    LOOP
+        EXECUTE pg_catalog.format(
+            'REVOKE ALL ON FUNCTION %s FROM PUBLIC, stacker_service, stacker_agent, stacker_readonly',
+            v_function);
+    END LOOP;
+END
+$revoke$;
 
 -- stacker_readonly: SELECT on the tables and views, nothing else.
 GRANT SELECT ON {{ schema }}.commands, {{ schema }}.command_queue, {{ schema }}.agents,

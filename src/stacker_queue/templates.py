@@ -106,6 +106,12 @@ class Renderer:
             "schema_literal": quote_literal(self.schema),
             "channel_commands": quote_literal(f"{self.schema}_commands"),
             "channel_events": quote_literal(f"{self.schema}_command_events"),
+            # The package's own functions (one per functions/ file, named like
+            # it), as an SQL text[]: sql/800_grants.sql resets privileges on
+            # these alone, since the schema may be shared (Stacker's public).
+            "function_names": "ARRAY["
+            + ", ".join(quote_literal(p.stem) for p in self._files("functions"))
+            + "]::text[]",
         }
 
     def render_path(self, relative: str) -> str:
