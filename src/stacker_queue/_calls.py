@@ -1,8 +1,14 @@
 """The statements the wrappers send: one stored-function call each.
 
 Arguments are passed by name (``p_x => $1::type``) and only when given, so the
-function's own defaults apply; every argument is cast to the declared type so
-an out-of-range value is the database's 22003, not a missing overload.
+function's own defaults apply; every argument is cast to the declared type.
+
+Values PostgreSQL cannot take at all are refused here, before anything is
+sent, as InvalidInput (22023) naming the argument and the value: an integer
+outside PostgreSQL's ``integer`` range or with a fraction (the cast would fail
+with a bare "integer out of range", or round), a NUL character in a text
+argument or in a JSON string (text cannot hold one). Everything else is for
+the stored function to judge.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any, LiteralString
 from uuid import UUID
@@ -19,6 +26,7 @@ from uuid import UUID
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from .errors import InvalidInput
 from .templates import validate_schema_name
 
 SET_ACTOR = sql.SQL("SELECT pg_catalog.set_config('stacker.actor', %s, true)")
@@ -59,6 +67,46 @@ class Call:
     function: str
 
 
+INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1
+
+
+def show(value: Any) -> str:
+    """A value in an error message, cut short (with its length) when long."""
+    text = repr(value)
+    if len(text) > 64:
+        return f"{text[:48]}... ({len(text)} characters)"
+    return text
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def check_arg(name: str, arg: Arg) -> None:
+    """Refuse a value PostgreSQL cannot take as the argument's type (22023)."""
+    value = arg.value
+    problem = None
+    if value is None or isinstance(value, bool):
+        return
+    if arg.pgtype == "integer" and isinstance(value, int | float | Decimal):
+        if value != value or value in (float("inf"), float("-inf")) or value % 1 != 0:
+            problem = "must be a whole number"
+        elif not INTEGER_MIN <= value <= INTEGER_MAX:
+            problem = f"out of range for an integer argument ({INTEGER_MIN} to {INTEGER_MAX})"
+    elif arg.pgtype == "text" and isinstance(value, str) and "\x00" in value:
+        problem = "PostgreSQL text cannot contain NUL (0x00) characters"
+    elif arg.pgtype == "jsonb" and _has_nul(value):
+        problem = "PostgreSQL JSON strings cannot contain NUL (\\u0000) characters"
+    if problem is not None:
+        raise InvalidInput(f"invalid {name} {show(value)}: {problem}", sqlstate="22023")
+
+
 def function_call(schema: str, function: str, args: Mapping[str, Arg]) -> Call:
     """``SELECT * FROM "schema".function(p_a => %s::t, ...)`` for the given arguments."""
     parts: list[sql.Composable] = []
@@ -66,6 +114,7 @@ def function_call(schema: str, function: str, args: Mapping[str, Arg]) -> Call:
     for name, arg in args.items():
         if arg.value is None and not arg.required:
             continue
+        check_arg(name, arg)
         parts.append(
             sql.SQL("{} => %s::{}").format(sql.Identifier(f"p_{name}"), sql.SQL(arg.pgtype))
         )
@@ -89,8 +138,6 @@ def check_schema(schema: str) -> str:
     try:
         return validate_schema_name(schema)
     except ValueError as exc:
-        from .errors import InvalidInput
-
         raise InvalidInput(str(exc), sqlstate="22023") from None
 
 
