@@ -6,15 +6,29 @@ LANGUAGE plpgsql VOLATILE
 AS $function$
 DECLARE
     v_stack text;
+    v_special constant text := '([.()\[\]{}*+?^$|\\])';
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        -- The retention path: only a DELETE that purge_audit_log itself runs.
+        -- The retention path: only the DELETE that purge_audit_log itself runs.
+        -- The call stack must begin with this trigger, then that very statement,
+        -- then purge_audit_log at it. A statement's text (a comment) or a
+        -- function's name may hold line breaks, so the stack is matched from its
+        -- start with every part verbatim: no forged line can stand in for one.
         GET DIAGNOSTICS v_stack = PG_CONTEXT;
-        IF v_stack ~ ('(^|\n)PL/pgSQL function '
+        IF v_stack ~ ('^PL/pgSQL function '
+                      || pg_catalog.regexp_replace(
+                             pg_catalog.to_regprocedure(pg_catalog.format(
+                                 '%I._audit_log_append_only()', {{ schema_literal }}))::text,
+                             v_special, '\\\1', 'g')
+                      || ' line [0-9]+ at GET DIAGNOSTICS\nSQL statement "'
+                      || pg_catalog.regexp_replace(
+                             '{{ m.purge_statement(schema) | replace("'", "''") }}',
+                             v_special, '\\\1', 'g')
+                      || '"\nPL/pgSQL function '
                       || pg_catalog.regexp_replace(
                              pg_catalog.to_regprocedure(pg_catalog.format(
                                  '%I.purge_audit_log(interval)', {{ schema_literal }}))::text,
-                             '([.()\[\]{}*+?^$|\\])', '\\\1', 'g')
+                             v_special, '\\\1', 'g')
                       || ' line [0-9]+ at SQL statement(\n|$)') THEN
             RETURN OLD;
         END IF;
@@ -35,5 +49,5 @@ END
 $function$;
 
 COMMENT ON FUNCTION {{ schema }}._audit_log_append_only() IS
-'Triggers _100_append_only and _100_no_truncate on audit_log (BEFORE): refuse UPDATE, DELETE and TRUNCATE for every role, the owner included (42501). Exceptions: the DELETE that purge_audit_log runs (recognised on the call stack) and the agents foreign key''s ON DELETE SET NULL of agent_id.';
+'Triggers _100_append_only and _100_no_truncate on audit_log (BEFORE): refuse UPDATE, DELETE and TRUNCATE for every role, the owner included (42501). Exceptions: the DELETE that purge_audit_log runs (recognised on the call stack, which must begin with this trigger, that statement verbatim and purge_audit_log) and the agents foreign key''s ON DELETE SET NULL of agent_id.';
 REVOKE ALL ON FUNCTION {{ schema }}._audit_log_append_only() FROM PUBLIC;

@@ -21,7 +21,7 @@ BEGIN
     -- The deliberate retention path: the append-only trigger lets through only
     -- the DELETE below (it finds this function on the call stack), and the
     -- AFTER DELETE trigger records the purge itself in audit_log.
-    DELETE FROM {{ schema }}.audit_log a WHERE a.created_at < now() - p_older_than;
+    {{ m.purge_statement(schema) }};
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
     RETURN v_deleted;
 END
