@@ -69,6 +69,18 @@ class Call:
 
 INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1
 
+#: The casts name pg_catalog's types: a type of the same name in a schema
+#: earlier in the caller's search_path (a domain whose CHECK runs code, say)
+#: must never be picked.
+QUALIFIED_TYPES: dict[str, LiteralString] = {
+    "text": "pg_catalog.text",
+    "jsonb": "pg_catalog.jsonb",
+    "integer": "pg_catalog.int4",
+    "uuid": "pg_catalog.uuid",
+    "timestamptz": "pg_catalog.timestamptz",
+    "interval": "pg_catalog.interval",
+}
+
 
 def show(value: Any) -> str:
     """A value in an error message, cut short (with its length) when long."""
@@ -116,7 +128,9 @@ def function_call(schema: str, function: str, args: Mapping[str, Arg]) -> Call:
             continue
         check_arg(name, arg)
         parts.append(
-            sql.SQL("{} => %s::{}").format(sql.Identifier(f"p_{name}"), sql.SQL(arg.pgtype))
+            sql.SQL("{} => %s::{}").format(
+                sql.Identifier(f"p_{name}"), sql.SQL(QUALIFIED_TYPES.get(arg.pgtype, arg.pgtype))
+            )
         )
         is_json = arg.pgtype == "jsonb" and arg.value is not None
         params.append(jsonb(arg.value) if is_json else arg.value)
@@ -127,7 +141,11 @@ def function_call(schema: str, function: str, args: Mapping[str, Arg]) -> Call:
 
 
 def stats_query(schema: str, deployment_hash: str | None) -> Call:
-    where = sql.SQL(" WHERE deployment_hash = %s") if deployment_hash is not None else sql.SQL("")
+    where = (
+        sql.SQL(" WHERE deployment_hash OPERATOR(pg_catalog.=) %s::pg_catalog.text")
+        if deployment_hash is not None
+        else sql.SQL("")
+    )
     query = sql.SQL("SELECT * FROM {}.queue_stats{} ORDER BY deployment_hash").format(
         sql.Identifier(schema), where
     )
