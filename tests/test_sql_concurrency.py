@@ -239,3 +239,113 @@ def test_claim_uses_the_index_at_100000_commands_over_1000_deployments(db: Datab
     conn.execute("VACUUM ANALYZE stacker.command_queue")
     small = _shared_buffers_touched(_explain_claim(conn, "dep-7", agent))
     assert big <= small * 1.5 + 10, (big, small)
+
+
+# -- no waiting, whoever holds what (issue 5) ------------------------------------------------
+# Each holder is an open transaction that has run one statement and keeps its
+# locks. A claim (and a create) run beside it with lock_timeout = 100ms: had
+# either waited on a lock, it would fail with 55P03 lock_not_available.
+HOLDERS: dict[str, str] = {
+    "select-for-update-command": (
+        "SELECT 1 FROM stacker.commands WHERE command_id = %(q)s FOR UPDATE"
+    ),
+    "select-for-share-command": "SELECT 1 FROM stacker.commands WHERE command_id = %(q)s FOR SHARE",
+    "select-for-update-queue-row": (
+        "SELECT 1 FROM stacker.command_queue WHERE command_id = %(q)s FOR UPDATE"
+    ),
+    "stacker-update-sent": "UPDATE stacker.commands SET status = 'sent' WHERE command_id = %(q)s",
+    "stacker-delete-queue-row": "DELETE FROM stacker.command_queue WHERE command_id = %(q)s",
+    "cancel": "SELECT stacker.cancel_command(%(q)s)",
+    "claim": "SELECT stacker.claim_commands(%(dep)s, %(agent)s, 1)",
+    "start": "SELECT stacker.start_command(%(sent)s, %(agent)s)",
+    "extend": "SELECT stacker.extend_lease(%(sent)s, %(agent)s, 60)",
+    "report": "SELECT stacker.report_result(%(sent)s, %(agent)s, 'completed')",
+    "report-health": (
+        "SELECT stacker.report_result(%(sent)s, %(agent)s, 'completed', "
+        '\'{"app_code": "web", "status": "running"}\')'
+    ),
+    "requeue-expired": "SELECT stacker.requeue_expired()",
+    "cleanup": "SELECT stacker.cleanup('1 microsecond')",
+    "register-agent": "SELECT stacker.register_agent(%(dep)s, NULL, '9.9')",
+    "update-app-status": "SELECT stacker.update_app_status(%(dep)s, 'web', 'error')",
+    "agent-row-no-key-update": (
+        "SELECT 1 FROM stacker.agents WHERE deployment_hash = %(dep)s FOR NO KEY UPDATE"
+    ),
+    "create-same-deployment": "SELECT stacker.create_command(%(dep)s, 'health')",
+}
+
+
+def _no_wait_setup(db: Database, name: str) -> tuple[dict[str, str], set[str]]:
+    """A deployment with four queued commands (q is the one holders lock), a
+    sent one, one whose lease ran out and a health one in flight; the ids."""
+    setup = db.connect()
+    dep = f"dep-nowait-{name}"
+    agent = register(setup, dep)
+    held = create_many(setup, dep, 2, parameters={"app_code": "web"})  # claimed just below
+    delivered = _claim(setup, dep, agent, 2)
+    assert set(delivered) == set(held)
+    setup.execute(
+        "UPDATE stacker.commands SET lease_expires_at = now() - interval '1 minute' "
+        "WHERE command_id = %s",
+        [delivered[1]],
+    )
+    queued = create_many(setup, dep, 4)
+    ids = {
+        "dep": dep,
+        "agent": agent,
+        "q": queued[0],
+        "sent": delivered[0],
+        "expired": delivered[1],
+    }
+    return ids, set(queued) | set(delivered)
+
+
+@pytest.mark.parametrize("holder", list(HOLDERS))
+def test_claims_and_creates_never_wait_whoever_holds_what(db: Database, holder: str) -> None:
+    ids, everything = _no_wait_setup(db, holder)
+    hold = db.connect(autocommit=False)
+    hold.execute(HOLDERS[holder], ids)
+
+    claimer = db.connect()
+    claimer.execute("SET lock_timeout = '100ms'")
+    t0 = time.perf_counter()
+    got = _claim(claimer, ids["dep"], ids["agent"], 10)  # 55P03 if it waited on any lock
+    assert time.perf_counter() - t0 < 2.0
+    assert set(got) <= everything
+    assert ids["sent"] not in got  # leased, never handed out again early
+    # Whatever the holder keeps locked is skipped, the rest is delivered.
+    if holder.startswith(("select-for", "stacker-", "cancel")):
+        assert ids["q"] not in got
+        assert len(got) == 4  # the other three queued ones and the expired one
+
+    creator = db.connect()
+    creator.execute("SET lock_timeout = '100ms'")
+    t0 = time.perf_counter()
+    row = creator.execute(
+        "SELECT status FROM stacker.create_command(%s, 'health', '{\"app_code\": \"web\"}')",
+        [ids["dep"]],
+    ).fetchone()
+    batch = creator.execute(
+        "SELECT count(*) FROM stacker.create_commands(%s)",
+        [json.dumps([{"deployment_hash": ids["dep"], "command_type": "logs"}] * 3)],
+    ).fetchone()
+    assert time.perf_counter() - t0 < 2.0
+    assert row == ("queued",) and batch == (3,)
+    hold.rollback()
+
+
+def test_the_one_lock_a_claim_waits_for_the_agent_row_held_for_update(db: Database) -> None:
+    """The exception, documented in docs/reliability.md: a claim's audit row
+    references the agent (audit_log.agent_id's foreign key takes FOR KEY SHARE on
+    it), so a transaction deleting the agent, or holding its row FOR UPDATE,
+    makes a claim of that deployment wait. Nothing the functions do takes that
+    lock; only a hand-written DELETE or SELECT ... FOR UPDATE on agents does."""
+    ids, _ = _no_wait_setup(db, "agent-for-update")
+    hold = db.connect(autocommit=False)
+    hold.execute("SELECT 1 FROM stacker.agents WHERE deployment_hash = %s FOR UPDATE", [ids["dep"]])
+    claimer = db.connect()
+    claimer.execute("SET lock_timeout = '100ms'")
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        _claim(claimer, ids["dep"], ids["agent"], 10)
+    hold.rollback()
+    assert len(_claim(claimer, ids["dep"], ids["agent"], 10)) == 5
