@@ -504,3 +504,126 @@ def demo(dsn: str | None, keep: bool, embedded: str) -> None:
         run_demo(resolve_conninfo(dsn), keep=keep, embedded=embedded, console=_console())
     except DemoError as exc:
         _fail(str(exc))
+
+
+# -- adopting a live Stacker database, exporting for sqlx ------------------------------------
+@main.command()
+@click.option(
+    "--dsn",
+    envvar="DATABASE_URL",
+    default=None,
+    help="libpq connection string or URL (default: $DATABASE_URL, then PG* variables).",
+)
+@click.option(
+    "--schema", required=True, help="The schema holding Stacker's tables (usually public)."
+)
+@click.option("--dry-run", is_flag=True, help="Print the SQL and the counts, then roll back.")
+@click.option(
+    "--drop-orphans", is_flag=True, help="Delete queue rows that name no command (else refuse)."
+)
+@click.option(
+    "--legacy-role",
+    default=None,
+    help="The role Stacker's old binary logs in as (default: the owner of commands).",
+)
+@click.option(
+    "--no-legacy-role",
+    is_flag=True,
+    help="The old binary no longer runs: no row-level security for it.",
+)
+@click.option(
+    "--lock-timeout",
+    default="5s",
+    show_default=True,
+    help="How long to wait for the tables' locks before giving up (nothing changed).",
+)
+@click.option(
+    "--terminate-legacy-sessions",
+    is_flag=True,
+    help="End the old binary's sessions that predate adoption once idle (fresh prepared "
+    "statements after column type changes).",
+)
+@json_option
+def adopt(
+    dsn: str | None,
+    schema: str,
+    dry_run: bool,
+    drop_orphans: bool,
+    legacy_role: str | None,
+    no_legacy_role: bool,
+    lock_timeout: str,
+    terminate_legacy_sessions: bool,
+    as_json: bool,
+) -> None:
+    """Adopt Stacker's live command tables in place, in one transaction
+    (docs/adopting-stacker.md). Afterwards migrate has nothing to do."""
+    from .adopt import Adopter, AdoptError
+
+    if legacy_role and no_legacy_role:
+        _fail("--legacy-role and --no-legacy-role exclude each other", 2)
+    adopter = Adopter(
+        resolve_conninfo(dsn),
+        schema,
+        legacy_role=legacy_role,
+        legacy_guard=not no_legacy_role,
+        drop_orphans=drop_orphans,
+        lock_timeout=lock_timeout,
+        terminate_legacy_sessions=terminate_legacy_sessions,
+    )
+    try:
+        report = adopter.adopt(dry_run=dry_run)
+    except AdoptError as exc:
+        _fail(str(exc))
+    if as_json:
+        _json(
+            {
+                "schema": report.schema,
+                "dry_run": report.dry_run,
+                "state": report.state,
+                "changed": report.changed,
+                "counts": report.counts,
+                "marked_migrations": report.marked_migrations,
+                "applied_repeatables": report.applied_repeatables,
+                "legacy_role": report.legacy_role,
+                "kept": report.kept,
+                "warnings": report.warnings,
+                "terminated_sessions": report.terminated_sessions,
+                "statements": report.statements,
+                "seconds": report.seconds,
+            }
+        )
+        return
+    if dry_run:
+        click.echo(f"-- stacker-queue adopt --dry-run: the SQL adoption runs on schema {schema}")
+        for statement in report.statements:
+            click.echo(statement.rstrip().rstrip(";") + ";\n")
+        click.echo("\n".join(f"-- {line}" for line in report.summary().splitlines()))
+        click.echo("-- dry run: rolled back, nothing was changed")
+    else:
+        click.echo(report.summary())
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["sqlx"]), required=True, help="Migration tool.")
+@click.option("--schema", required=True, help="The schema to install into (Stacker: public).")
+@click.option(
+    "--dsn",
+    envvar="DATABASE_URL",
+    default=None,
+    help="Read _sqlx_migrations there to number after Stacker's latest migration "
+    "(default: $DATABASE_URL; without one, a fixed base).",
+)
+@click.option("--after", type=int, default=None, help="Number the files after this version.")
+@click.argument("directory", type=click.Path(file_okay=False))
+def export(fmt: str, schema: str, dsn: str | None, after: int | None, directory: str) -> None:
+    """Write the install as sqlx migrations (<version>_<name>.up.sql and
+    .down.sql) into DIRECTORY, for sqlx migrate run."""
+    from pathlib import Path
+
+    from .export import export_sqlx
+
+    try:
+        report = export_sqlx(Path(directory), schema, conninfo=dsn or None, after=after)
+    except FileExistsError as exc:
+        _fail(str(exc))
+    click.echo(report.summary())
