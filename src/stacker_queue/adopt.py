@@ -490,9 +490,13 @@ class Adopter:
         for name in existing:
             self._converge_constraints(name, baseline[name], current.tables[name])
             self._converge_indexes(name, baseline[name], current.tables[name])
-            want_options = baseline[name].options - current.tables[name].options
-            if want_options:
-                self.run(f"ALTER TABLE {self.q(name)} SET ({', '.join(sorted(want_options))})")
+            have_options = set(current.tables[name].options)
+            want_options = [o for o in baseline[name].options if o not in have_options]
+            if want_options:  # in the fresh install's order (pg_dump shows it)
+                self.run(
+                    f"ALTER TABLE {self.q(name)} SET ({', '.join(want_options)})",
+                    "storage options set",
+                )
         for name in baseline:
             if name not in current.tables:
                 self._create_table(name)

@@ -81,7 +81,7 @@ class Table:
     owner: str
     row_security: bool
     force_row_security: bool
-    options: frozenset[str]
+    options: tuple[str, ...]  # reloptions, in the catalog's order
     comment: str | None
     grants: frozenset[tuple[str, str]]  # (grantee, privilege), the owner left out
     view_definition: str | None = None
@@ -123,15 +123,17 @@ class Normaliser:
             (quote_literal(f"{schema}_commands"), f"'{PLACEHOLDER}_commands'"),
             (quote_literal(schema), f"'{PLACEHOLDER}'"),
             (quote_ident(schema) + ".", f"{PLACEHOLDER}."),
-            (server_quoted + ".", f"{PLACEHOLDER}."),
         ]
+        # The server's own qualification (deparsed SQL), unquoted when it can
+        # be: only where a name starts, not inside a literal like 'stacker.actor'.
+        self.qualified = re.compile(r"(?<![\w'\"$.])" + re.escape(server_quoted + "."))
 
     def __call__(self, text: str | None) -> str | None:
         if text is None:
             return None
         for old, new in self.patterns:
             text = text.replace(old, new)
-        return text
+        return self.qualified.sub(f"{PLACEHOLDER}.", text)
 
     def text(self, text: str) -> str:
         out = self(text)
@@ -188,7 +190,7 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> Catalog:
             owner,
             rls,
             force,
-            frozenset(options),
+            tuple(options),
             tcomment,
             _grants(acl, owner),
             norm(view_def),
@@ -331,7 +333,7 @@ def compare(target: Catalog, actual: Catalog, *, legacy_guard: bool) -> Comparis
         extra_grants = sorted(have.grants - want.grants - _package_grants(have.grants))
         if extra_grants:
             out.extra.append(f"privileges on {name}: {extra_grants}")
-        if not want.options <= have.options:
+        if not set(want.options) <= set(have.options):
             miss(f"storage options of {name}: {sorted(have.options)}, want {sorted(want.options)}")
         rls = (have.row_security, have.force_row_security)
         if rls != (want.row_security, want.force_row_security):
