@@ -208,3 +208,109 @@ def test_listener_is_direct_even_with_pgbouncer(bouncer: str, db: Any) -> None:
                 [listener.backend_pid],
             ).fetchone()
         assert row == ("stacker-queue listener",)
+
+
+# -- the wrapper suites again, through PgBouncer (issue 5) -------------------------------------
+# Every test of test_client, test_agent and test_listener that builds its
+# service and agents from the ``client``/``aclient``/``make_agent``/
+# ``make_async_agent`` fixtures runs here a second time, with those fixtures
+# overridden: services and agents go through the PgBouncer above (transaction
+# pooling, one server connection, prepare_threshold=None), and every agent's
+# listener LISTENs on a direct connection to PostgreSQL.
+import inspect  # noqa: E402
+
+import pytest_asyncio  # noqa: E402
+import test_agent  # noqa: E402
+import test_client  # noqa: E402
+import test_listener  # noqa: E402
+from helpers_queue import new_hash as _new_hash  # noqa: E402
+
+_PATHS = {"client", "aclient", "make_agent", "make_async_agent"}
+
+
+@pytest.fixture
+def client(bouncer: str) -> Iterator[Client]:
+    with Client.connect(bouncer, prepare_threshold=None) as c:
+        yield c
+
+
+@pytest_asyncio.fixture
+async def aclient(bouncer: str) -> Any:
+    c = await AsyncClient.connect(bouncer, prepare_threshold=None)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def make_agent(bouncer: str, db: Any) -> Iterator[Any]:
+    agents: list[Agent] = []
+
+    def make(deployment_hash: str | None = None, register: bool = True, **kwargs: Any) -> Agent:
+        kwargs.setdefault("listen_conninfo", db.conninfo)  # LISTEN goes direct
+        agent = Agent.connect(
+            bouncer,
+            deployment_hash if deployment_hash is not None else _new_hash(),
+            prepare_threshold=None,
+            **kwargs,
+        )
+        agents.append(agent)
+        if register:
+            agent.register()
+        return agent
+
+    yield make
+    for agent in agents:
+        agent.close()
+
+
+@pytest_asyncio.fixture
+async def make_async_agent(bouncer: str, db: Any) -> Any:
+    agents: list[AsyncAgent] = []
+
+    async def make(
+        deployment_hash: str | None = None, register: bool = True, **kwargs: Any
+    ) -> AsyncAgent:
+        kwargs.setdefault("listen_conninfo", db.conninfo)
+        agent = await AsyncAgent.connect(
+            bouncer,
+            deployment_hash if deployment_hash is not None else _new_hash(),
+            prepare_threshold=None,
+            **kwargs,
+        )
+        agents.append(agent)
+        if register:
+            await agent.register()
+        return agent
+
+    yield make
+    for agent in agents:
+        await agent.close()
+
+
+def _through_pgbouncer(*modules: Any) -> list[str]:
+    names = []
+    for module in modules:
+        for name, test in vars(module).items():
+            if not (name.startswith("test_") and inspect.isfunction(test)):
+                continue
+            if _PATHS & set(inspect.signature(test).parameters):
+                globals()[name] = test
+                names.append(name)
+    return names
+
+
+VIA_PGBOUNCER = _through_pgbouncer(test_client, test_agent, test_listener)
+
+
+def test_the_wrapper_suites_run_through_pgbouncer_too(
+    client: Client, make_agent: Any, bouncer: str, db: Any
+) -> None:
+    """The overridden fixtures really go through PgBouncer; LISTEN does not."""
+    assert len(VIA_PGBOUNCER) >= 30, VIA_PGBOUNCER
+    agent = make_agent()
+    assert client.source.conninfo == bouncer  # type: ignore[union-attr]
+    assert agent._runner.source.conninfo == bouncer
+    assert agent.wait_for_commands(timeout=0) == []
+    assert agent.listener is not None and agent.listener.conninfo == db.conninfo
