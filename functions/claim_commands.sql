@@ -14,7 +14,8 @@ DECLARE
     v_remaining integer;
     v_claim text[];
     v_exhausted text[];
-    v_claimed integer;
+    v_batch {{ schema }}.commands[];
+    v_rows {{ schema }}.commands[] := '{}';
 BEGIN
     {{ m.check_text('p_deployment_hash', 'deployment_hash', 128) }}
     {{ m.check_positive('p_limit', 'limit', 1000) }}
@@ -55,7 +56,6 @@ BEGIN
         EXIT WHEN pg_catalog.cardinality(v_claim) = 0 AND pg_catalog.cardinality(v_exhausted) = 0;
 
         IF pg_catalog.cardinality(v_claim) > 0 THEN
-            RETURN QUERY
             WITH claimed AS (
                 UPDATE {{ schema }}.commands c
                    SET status = 'sent',
@@ -67,17 +67,23 @@ BEGIN
                            secs => coalesce(p_lease_seconds, c.timeout_seconds, 300)),
                        updated_at = now()
                  WHERE c.command_id = ANY (v_claim)
-                RETURNING c.*
+                RETURNING c AS claimed_row
             )
-            SELECT * FROM claimed
-             ORDER BY {{ m.priority_rank('claimed.priority') }} DESC, claimed.created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_remaining := v_remaining - v_claimed;
+            SELECT coalesce(pg_catalog.array_agg(claimed.claimed_row), '{}') INTO v_batch
+              FROM claimed;
+            v_rows := v_rows || v_batch;
+            v_remaining := v_remaining - pg_catalog.cardinality(v_batch);
         END IF;
 
         -- Only failed rows took places in this round: look again for the rest.
         EXIT WHEN v_remaining <= 0 OR pg_catalog.cardinality(v_exhausted) = 0;
     END LOOP;
+
+    -- One batch, best first, even when it took more than one round (a later
+    -- round's statement sees rows committed or unlocked since the first).
+    RETURN QUERY
+    SELECT * FROM pg_catalog.unnest(v_rows) r
+     ORDER BY {{ m.priority_rank('r.priority') }} DESC, r.created_at;
 END
 $function$;
 
