@@ -330,11 +330,11 @@ class Adopter:
         report.legacy_role = legacy
         self._lock(current)
         current = read_catalog(conn, self.schema)
-        target = self._target_catalog()
+        baseline, target = self._target_catalogs()
 
         marked = self._marked_migrations(current)
         if BASELINE_MIGRATION not in marked:
-            self._converge_tables(target, current)
+            self._converge_tables(baseline, current)
             self._fix_queue_rows()
         self._migrations(marked)
         self._replace_stacker_cleanup()
@@ -446,12 +446,23 @@ class Adopter:
         )
 
     # 2. the target -------------------------------------------------------------------------
-    def _target_catalog(self) -> Catalog:
+    def _target_catalogs(self) -> tuple[Catalog, Catalog]:
+        """A scratch install of the package: its catalog after migration 0001
+        (what the tables converge to; later migrations then run as written,
+        as they would on any install) and after everything (what the result
+        must equal)."""
         self._scratch = f"_stacker_queue_adopt_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         scratch = Renderer(self._scratch, root=self.renderer.root)
         self.conn.execute(f"CREATE SCHEMA {quote_ident(self._scratch)}")
-        self.conn.execute(scratch.full_install())
-        return read_catalog(self.conn, self._scratch)
+        migrations = scratch.migrations()
+        assert migrations[0][0].name == BASELINE_MIGRATION, migrations[0][0].name
+        self.conn.execute(migrations[0][0].text)
+        baseline = read_catalog(self.conn, self._scratch)
+        for up, _ in migrations[1:]:
+            self.conn.execute(up.text)
+        for template in scratch.repeatables():
+            self.conn.execute(template.text)
+        return baseline, read_catalog(self.conn, self._scratch)
 
     def _marked_migrations(self, current: Catalog) -> set[str]:
         if MIGRATION_TABLE not in current.tables:
@@ -464,6 +475,7 @@ class Adopter:
         baseline = {
             name: table for name, table in target.tables.items() if name in self._baseline_tables()
         }
+        assert baseline, "migration 0001 creates no table"
         existing = [name for name in baseline if name in current.tables]
         # Stacker's redundant indexes and the queue's foreign keys go first: the
         # type changes below would otherwise rebuild or refuse them.
