@@ -25,7 +25,7 @@ from adopt_helpers import app_role, queue_rows
 from conftest import PGTAP_TOTALS, Database, run_pgtap_file
 from psycopg import sql
 
-from stacker_queue.adopt import Adopter
+from stacker_queue.adopt import Adopter, AdoptError
 from stacker_queue.agent import Agent
 from stacker_queue.client import Client
 
@@ -421,3 +421,51 @@ def test_mixed_use_never_hands_a_command_to_two_claims(empty_db: Database, role:
     assert {statuses[c] for c in created} == {"sent"}
     assert set(created) <= set(claimed_ids) | set(handed)
     assert claimed_ids and handed  # both paths delivered
+
+
+# -- the documented verification and detach ----------------------------------------------------
+DOC = Path(__file__).resolve().parents[1] / "docs" / "adopting-stacker.md"
+
+
+def _doc_sql(marker: str) -> str:
+    blocks = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
+    (block,) = [b for b in blocks if marker in b]
+    return "\n".join(line.removeprefix("  ") for line in block.splitlines())
+
+
+def test_documented_verification_and_detach(empty_db: Database, role: str) -> None:
+    stacker = _adopted(empty_db, role, "fixed")
+    with stacker.admin() as admin:
+        verify = _doc_sql("One queue row exactly").split("-- What the old binary")[0]
+        assert admin.execute(verify).fetchall() == []  # type: ignore[arg-type]
+        admin.execute(_doc_sql("DO $detach$"))  # type: ignore[arg-type]
+    with stacker.binary() as app:
+        # Detached: Stacker's flow as before adoption (the wait route's DELETE
+        # removes the row of the command it sent), and nothing fails.
+        cid = app.create("dep-b", priority="critical")
+        handed = [app.poll("dep-b"), app.poll("dep-b")]
+        assert {h["command_id"] for h in handed if h} == {"cmd_other_deployment", cid}
+        assert _queue_count(stacker, cid) == 0
+        assert _queue_count(stacker, "cmd_other_deployment") == 0
+    # Re-attach: migrate re-creates the triggers, adopt the guard.
+    from stacker_queue.migrate import Installer
+
+    report = Installer(empty_db.conninfo, "public").migrate()
+    assert "sql:100_triggers" in report.applied_repeatables
+    assert Adopter(empty_db.conninfo, "public").adopt().statements[:2] == [
+        'ALTER TABLE "public"."command_queue" ENABLE ROW LEVEL SECURITY',
+        'ALTER TABLE "public"."command_queue" FORCE ROW LEVEL SECURITY',
+    ]
+
+
+def test_functions_owned_by_the_fenced_role_are_refused(empty_db: Database, role: str) -> None:
+    """A later migrate run as the old binary's role would leave functions the
+    guard fences: adopt says so instead of guarding a broken install."""
+    _adopted(empty_db, role, "latest")
+    with empty_db.connect() as conn:
+        claim = "public.claim_commands(text, uuid, integer, integer)"
+        conn.execute(
+            sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(sql.SQL(claim), sql.Identifier(role))
+        )
+    with pytest.raises(AdoptError, match=r"functions .*claim_commands.* belong to"):
+        Adopter(empty_db.conninfo, "public").adopt()

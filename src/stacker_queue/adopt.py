@@ -852,6 +852,22 @@ class Adopter:
 
     # 6. the old binary -----------------------------------------------------------------------
     def _guard_legacy_role(self, legacy: str) -> None:
+        # The package's functions must see every queue row: none may belong to
+        # a role the guard fences (a later migrate run as the old binary's role).
+        fenced = self.conn.execute(
+            "SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner) FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles r ON r.oid = p.proowner "
+            "WHERE n.nspname = %s AND p.proname = ANY (%s) AND NOT (r.rolsuper OR r.rolbypassrls) "
+            "AND pg_has_role(p.proowner, %s, 'USAGE')",
+            [self.schema, [t.path.stem for t in self.renderer.functions()], legacy],
+        ).fetchall()
+        if fenced:
+            raise AdoptError(
+                f"functions {', '.join(f for f, _ in fenced)} belong to {fenced[0][1]}, which "
+                f"the old binary's guard fences (it has the privileges of {legacy}): they would "
+                "not see in-flight queue rows. Give them to the adopting role (ALTER FUNCTION ... "
+                "OWNER TO) and run stacker-queue migrate and adopt as that role"
+            )
         rls = self.conn.execute(
             "SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
