@@ -51,5 +51,6 @@ GRANT EXECUTE ON FUNCTION
     {{ schema }}.start_command(text, uuid),
     {{ schema }}.extend_lease(text, uuid, integer),
     {{ schema }}.report_result(text, uuid, text, jsonb, jsonb),
+    {{ schema }}.report_results(uuid, jsonb),
     {{ schema }}.update_app_status(text, text, text, jsonb, timestamptz, text)
    TO stacker_agent;

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 from uuid import UUID
@@ -111,6 +111,18 @@ class _AgentCalls:
                 **args,
             },
         )
+
+    def _reports_call(self, reports: Sequence[Mapping[str, Any]]) -> tuple[Call, list[str]]:
+        batch = [dict(r) for r in reports]
+        call = function_call(
+            self.schema,
+            "report_results",
+            {
+                "agent_id": Arg("uuid", self.agent_id, required=True),
+                "reports": Arg("jsonb", batch, required=True),
+            },
+        )
+        return call, [str(r.get("command_id")) for r in batch]
 
     def _registered(self, rows: list[Row]) -> AgentRecord:
         record = AgentRecord.from_row(rows[0])
@@ -337,6 +349,20 @@ class Agent(_AgentCalls):
         log.info("Successfully reported command %s as %s", command_id, status)
         return Command.from_row(rows[0])
 
+    def report_results(self, reports: Sequence[Mapping[str, Any]]) -> list[Command]:
+        """Record many outcomes in one call (all or none): each element is a
+        mapping with ``command_id``, ``status`` and optionally ``result`` and
+        ``error``, as for :meth:`report_result`. Returns the commands in order."""
+        call, ids = self._reports_call(reports)
+        log.info("Attempting to report %d commands: %s", len(ids), short_list(ids))
+        try:
+            rows = self._run(call)
+        except Exception as exc:
+            log.warning("Failed to report %d commands: %s", len(ids), exc)
+            raise
+        log.info("Successfully reported %d commands: %s", len(ids), short_list(ids))
+        return [Command.from_row(r) for r in rows]
+
 
 class AsyncAgent(_AgentCalls):
     """The asyncio twin of :class:`Agent`."""
@@ -512,6 +538,17 @@ class AsyncAgent(_AgentCalls):
             raise
         log.info("Successfully reported command %s as %s", command_id, status)
         return Command.from_row(rows[0])
+
+    async def report_results(self, reports: Sequence[Mapping[str, Any]]) -> list[Command]:
+        call, ids = self._reports_call(reports)
+        log.info("Attempting to report %d commands: %s", len(ids), short_list(ids))
+        try:
+            rows = await self._run(call)
+        except Exception as exc:
+            log.warning("Failed to report %d commands: %s", len(ids), exc)
+            raise
+        log.info("Successfully reported %d commands: %s", len(ids), short_list(ids))
+        return [Command.from_row(r) for r in rows]
 
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "Agent", "AsyncAgent"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -51,6 +52,35 @@ def connection_kwargs(
     return kwargs
 
 
+def _socket_quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """True when an idle pooled connection has nothing waiting on its socket.
+
+    A backend that was terminated, or a server that went away, leaves its
+    client socket readable (the FATAL message, or EOF); an idle connection of
+    the pool is otherwise silent. So a quiet socket needs no ``SELECT``."""
+    try:
+        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
+def check_connection(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check when a connection is handed out: free when its socket
+    is quiet, otherwise psycopg_pool's round trip (which raises for a dead one,
+    and the pool then hands out another)."""
+    if not _socket_quiet(conn):
+        ConnectionPool.check_connection(conn)
+
+
+async def async_check_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The asyncio twin of :func:`check_connection`."""
+    if not _socket_quiet(conn):
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def connection_pool(
     conninfo: str = "",
     *,
@@ -63,13 +93,14 @@ def connection_pool(
     **pool_options: Any,
 ) -> ConnectionPool[Any]:
     """An open ``psycopg_pool.ConnectionPool`` of autocommit connections whose
-    health is checked when they are handed out. ``prepare_threshold=None`` for
+    health is checked when they are handed out (:func:`check_connection`: a
+    round trip only when the idle connection's socket is not quiet). ``prepare_threshold=None`` for
     a transaction-pooling PgBouncer. Extra keywords go to ConnectionPool.
 
     With ``probe`` (the default) one connection is made and closed first, so
     a wrong conninfo fails at once with the server's reason, instead of as a
     PoolTimeout once the pool gave up."""
-    pool_options.setdefault("check", ConnectionPool.check_connection)
+    pool_options.setdefault("check", check_connection)
     kwargs = connection_kwargs(
         conninfo, prepare_threshold=prepare_threshold, application_name=application_name
     )
@@ -100,7 +131,7 @@ async def async_connection_pool(
     **pool_options: Any,
 ) -> AsyncConnectionPool[Any]:
     """The asyncio twin of :func:`connection_pool`, opened."""
-    pool_options.setdefault("check", AsyncConnectionPool.check_connection)
+    pool_options.setdefault("check", async_check_connection)
     kwargs = connection_kwargs(
         conninfo, prepare_threshold=prepare_threshold, application_name=application_name
     )
