@@ -27,7 +27,6 @@ from stacker_queue.migrate import Installer
 from stacker_queue.templates import Renderer
 
 CLI = [str(Path(sys.executable).with_name("stacker-queue"))]
-YOYO = ["--exclude-table=public._yoyo*", "--exclude-table=public.yoyo_lock"]
 FILE = re.compile(r"^(\d+)_(stacker_queue_\w+)\.(up|down)\.sql$")
 SQLX_TABLE = """
 CREATE TABLE IF NOT EXISTS _sqlx_migrations (
@@ -81,12 +80,13 @@ def _psql(database: Database, path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("schema", ["public", "stacker"])
 def test_export_applies_with_psql_and_equals_a_migrate_install(
-    empty_db: Database, other_db: Database, tmp_path: Path
+    empty_db: Database, other_db: Database, tmp_path: Path, schema: str
 ) -> None:
-    report = export_sqlx(tmp_path, "public")
+    report = export_sqlx(tmp_path, schema)
 
-    migrations = [up.name for up, _ in Renderer("public").migrations()]
+    migrations = [up.name for up, _ in Renderer(schema).migrations()]
     names = [FILE.match(p.name) for p in _files(tmp_path, "up")]
     assert [(int(m.group(1)), m.group(2)) for m in names if m] == [
         (SQLX_BASE_VERSION + i + 1, f"stacker_queue_{name}")
@@ -96,15 +96,16 @@ def test_export_applies_with_psql_and_equals_a_migrate_install(
     for path in tmp_path.iterdir():
         text = path.read_text()
         assert "{{" not in text and "{%" not in text, path.name  # rendered, no jinja left
-        assert '"public"' in text or path.name.endswith("down.sql")
+        assert f'"{schema}"' in text
 
     for path in _files(tmp_path, "up"):
         _psql(empty_db, path)
-    Installer(other_db.conninfo, "public").migrate()
+    Installer(other_db.conninfo, schema).migrate()
 
-    exported = dump(empty_db, "--schema-only", "-n", "public", *YOYO)
-    installed = dump(other_db, "--schema-only", "-n", "public", *YOYO)
-    assert "CREATE TABLE public.commands" in exported
+    yoyo = [f"--exclude-table={schema}._yoyo*", f"--exclude-table={schema}.yoyo_lock"]
+    exported = dump(empty_db, "--schema-only", "-n", schema, *yoyo)
+    installed = dump(other_db, "--schema-only", "-n", schema, *yoyo)
+    assert f"CREATE TABLE {schema}.commands" in exported
     assert exported == installed
 
 

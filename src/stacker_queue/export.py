@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psycopg
 
-from .templates import Renderer, function_name, quote_ident
+from .templates import Renderer, function_name, quote_ident, quote_literal
 
 # After Stacker's latest migration known when this was written (20261010120000,
 # itself after the 20260719120000 this package first targeted).
@@ -130,8 +130,14 @@ def sqlx_migrations(renderer: Renderer, after: int) -> list[SqlxMigration]:
     out: list[SqlxMigration] = []
     for i, (up, down) in enumerate(renderer.migrations()):
         up_text = _header(f"migration {up.name}", schema, "up")
-        if i == 0:
-            up_text += f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)};\n\n"
+        if i == 0:  # like migrate: create the schema only when it is missing (public is not)
+            up_text += (
+                "DO $schema$\nBEGIN\n"
+                "    IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace "
+                f"WHERE nspname = {quote_literal(schema)}) THEN\n"
+                f"        CREATE SCHEMA {quote_ident(schema)};\n"
+                "    END IF;\nEND\n$schema$;\n\n"
+            )
         up_text += up.text.strip() + "\n"
         down_text = _header(f"migration {up.name}", schema, "down")
         if i == 0:
