@@ -256,10 +256,11 @@ def test_pgtap_suites_pass_on_an_adopted_schema(empty_db: Database, role: str) -
     """Every pgTAP file against Stacker's latest tables adopted as schema
     stacker, with the old binary's guard on. The suites expect an empty schema
     of the package's own, so Stacker's tables are adopted without rows and its
-    deployment table lives in public (data is the other tests' business). Two
+    deployment table lives in public (data is the other tests' business). Three
     assertions meet documented differences: Stacker appended commands.updated_at
-    (ALTER TABLE ADD COLUMN), so the column order differs, and Stacker's own
-    later column agents.token_hash_updated_at carries no comment."""
+    (ALTER TABLE ADD COLUMN), so the column order differs, Stacker's own later
+    column agents.token_hash_updated_at carries no comment, and row-level
+    security is on (the guard)."""
     sf.build(empty_db, role, "latest", schema="stacker")
     with empty_db.connect() as conn:
         conn.execute("ALTER TABLE stacker.deployment SET SCHEMA public")
@@ -277,6 +278,7 @@ def test_pgtap_suites_pass_on_an_adopted_schema(empty_db: Database, role: str) -
     assert sorted(failures) == [
         "010_schema_tables.sql: commands starts with Stacker's 18 columns in Stacker's order",
         "020_schema_functions.sql: every column of every table and view has a comment",
+        "220_legacy_guard.sql: row-level security is off on a fresh install (adopt turns it on)",
     ], failures
 
 
