@@ -7,6 +7,7 @@ adopted is refused with a clear message and no change."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -134,6 +135,20 @@ def test_dry_run_prints_the_sql_and_changes_nothing(
     assert "-- Would adopt schema public" in out
     assert "queue rows created for queued commands that had none (lost commands): 1" in out
     assert "-- dry run: rolled back, nothing was changed" in out
+    assert dump(empty_db) == before
+
+    as_json = subprocess.run(
+        [*CLI, "adopt", "--dsn", empty_db.url, "--schema", "public", "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(as_json.stdout)
+    assert data["dry_run"] is True and data["changed"] is True
+    assert (
+        data["counts"]["queue rows created for queued commands that had none (lost commands)"] == 1
+    )
+    assert data["marked_migrations"][0] == "0001_command_queue"
     assert dump(empty_db) == before
 
 

@@ -471,3 +471,30 @@ def test_functions_owned_by_the_fenced_role_are_refused(empty_db: Database, role
         )
     with pytest.raises(AdoptError, match=r"functions .*claim_commands.* belong to"):
         Adopter(empty_db.conninfo, "public").adopt()
+
+
+def test_a_legacy_role_that_does_not_own_the_tables(empty_db: Database, role: str) -> None:
+    """Stacker's tables owned by the DBA, its binary logging in as another
+    role with privileges on them: --legacy-role names that role."""
+    with empty_db.connect() as conn:
+        for step in sf.state_ddl("latest"):
+            conn.execute(step)  # type: ignore[arg-type]
+        conn.execute("INSERT INTO deployment (deployment_hash) VALUES ('dep-a'), ('dep-b')")
+        conn.execute(
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON public.commands, public.command_queue, "
+                "public.agents, public.audit_log TO {}"
+            ).format(sql.Identifier(role))
+        )
+    stacker = sf.StackerDatabase(empty_db, "public", role, "latest")
+    report = Adopter(empty_db.conninfo, "public", legacy_role=role).adopt()
+    assert report.legacy_role == role
+    with stacker.binary() as app:
+        first = app.create("dep-a", priority="high")
+        second = app.create("dep-a")
+        assert [app.poll("dep-a")["command_id"], app.poll("dep-a")["command_id"]] == [  # type: ignore[index]
+            first,
+            second,
+        ]
+        assert app.poll("dep-a") is None  # both in flight: hidden from the old binary
+        assert app.conn.execute("SELECT stacker_command_queue_cleanup()").fetchone() is not None
