@@ -339,3 +339,10 @@ def test_stacker_cleanup_jobs_are_warned_about(empty_db: Database, role: str) ->
     assert any("stacker_cleanup_audit_logs" in w for w in report.warnings)
     with stacker.binary() as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
         app.conn.execute("SELECT stacker_cleanup_audit_logs('1 day', false)")
+
+
+@pytest.mark.parametrize("command", ["adopt", "export", "migrate"])
+def test_help_exits_zero(command: str) -> None:
+    proc = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"Usage: stacker-queue {command}") and proc.stderr == ""

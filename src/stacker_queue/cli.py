@@ -68,6 +68,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise  # --help and ctx.exit(): click's Exit is a RuntimeError
         except StackerQueueError as exc:
             raise Failure(exc.message, EXIT_CODES.get(type(exc), 1)) from None
         except psycopg.OperationalError as exc:
