@@ -1,24 +1,21 @@
--- Undo 0001: remove every stacker-queue object of the schema. The repeatable
--- objects (functions, views, triggers) depend on these tables, so they go first.
--- The schema itself and yoyo's bookkeeping tables in it stay.
+-- Undo 0001: remove stacker-queue's objects from the schema. The repeatable
+-- objects (functions, the view, triggers) depend on these tables, so they go
+-- first. Only the package's own functions and view are dropped (the schema may
+-- be shared, e.g. Stacker's public); the schema itself and yoyo's bookkeeping
+-- tables in it stay.
+DROP VIEW IF EXISTS {{ schema }}.queue_stats;
 DO $rollback$
 DECLARE
-    v_object record;
+    v_function text;
 BEGIN
-    FOR v_object IN
-        SELECT format('%I.%I', n.nspname, c.relname) AS name
-          FROM pg_catalog.pg_class c
-          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = {{ schema_literal }} AND c.relkind IN ('v', 'm')
-    LOOP
-        EXECUTE 'DROP VIEW IF EXISTS ' || v_object.name || ' CASCADE';
-    END LOOP;
-    FOR v_object IN
-        SELECT p.oid::pg_catalog.regprocedure::text AS name
+    FOR v_function IN
+        SELECT p.oid::pg_catalog.regprocedure::text
           FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = {{ schema_literal }}::regnamespace
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = {{ schema_literal }}
+           AND p.proname = ANY ({{ function_names }})
     LOOP
-        EXECUTE 'DROP FUNCTION IF EXISTS ' || v_object.name || ' CASCADE';
+        EXECUTE 'DROP FUNCTION IF EXISTS ' || v_function || ' CASCADE';
     END LOOP;
 END
 $rollback$;

@@ -314,3 +314,30 @@ def test_two_installs_in_one_database_are_independent(empty_db: Database, schema
             "(SELECT count(*) FROM other.commands)"
         ).fetchone()
     assert counts == (1, 0)
+
+
+def test_rollback_in_a_shared_quoted_schema_drops_only_ours(empty_db: Database) -> None:
+    schema = 'Shared "Schema"'
+    with empty_db.connect() as conn:
+        conn.execute('CREATE SCHEMA "Shared ""Schema"""')
+        conn.execute(
+            'CREATE FUNCTION "Shared ""Schema""".theirs() RETURNS int LANGUAGE sql AS $$SELECT 1$$'
+        )
+        conn.execute('CREATE VIEW "Shared ""Schema""".their_view AS SELECT 1 AS x')
+    installer = Installer(empty_db.conninfo, schema=schema)
+    installer.migrate()
+    assert installer.rollback(0)
+    with empty_db.connect() as conn:
+        left = conn.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s",
+            [schema],
+        ).fetchall()
+        views = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'v'",
+            [schema],
+        ).fetchall()
+    assert left == [("theirs",)]
+    assert views == [("their_view",)]
+    installer.migrate()
