@@ -175,6 +175,7 @@ BEGIN
     SELECT c.*
       FROM pg_catalog.unnest(v_ids) WITH ORDINALITY AS i(command_id, ord)
       JOIN {{ schema }}.commands c ON c.command_id = i.command_id
+     WHERE c.command_id = ANY (v_ids)
      ORDER BY i.ord;
 END
 $function$;

@@ -16,6 +16,7 @@ DECLARE
     v_statuses text[] := '{}';
     v_results jsonb[] := '{}';
     v_errors jsonb[] := '{}';
+    v_command_ids text[];
 BEGIN
     IF p_reports IS NULL OR pg_catalog.jsonb_typeof(p_reports) <> 'array' THEN
         {{ m.invalid('reports', 'p_reports', 'must be a JSON array of report objects') }};
@@ -53,6 +54,12 @@ BEGIN
         {{ m.invalid('agent_id', 'p_agent_id', 'must be the agent id returned by register_agent') }};
     END IF;
 
+    -- Looked up by = ANY of an array: an index scan whatever the table's size or
+    -- statistics (a join to jsonb_array_elements may be planned as a seq scan).
+    v_command_ids := ARRAY(SELECT e.x ->> 'command_id'
+                             FROM pg_catalog.jsonb_array_elements(p_reports) WITH ORDINALITY AS e(x, ord)
+                            ORDER BY e.ord);
+
     -- Element by element, in order, report_result's checks: the command exists
     -- (P0002), the agent is its deployment's (42501), its state allows the report
     -- (55000). The commands are locked in command_id order, so two batches never
@@ -66,8 +73,7 @@ BEGIN
           FROM pg_catalog.jsonb_array_elements(p_reports) WITH ORDINALITY AS e(x, ord)
           LEFT JOIN (SELECT l.id, l.command_id, l.status, l.deployment_hash, l.attempts, l.result, l.error
                        FROM {{ schema }}.commands l
-                      WHERE l.command_id IN (SELECT r ->> 'command_id'
-                                               FROM pg_catalog.jsonb_array_elements(p_reports) AS r)
+                      WHERE l.command_id = ANY (v_command_ids)
                       ORDER BY l.command_id
                         FOR NO KEY UPDATE) c ON c.command_id = e.x ->> 'command_id'
          ORDER BY e.ord
@@ -148,8 +154,9 @@ BEGIN
 
     RETURN QUERY
     SELECT c.*
-      FROM pg_catalog.jsonb_array_elements(p_reports) WITH ORDINALITY AS e(x, ord)
-      JOIN {{ schema }}.commands c ON c.command_id = e.x ->> 'command_id'
+      FROM pg_catalog.unnest(v_command_ids) WITH ORDINALITY AS e(command_id, ord)
+      JOIN {{ schema }}.commands c ON c.command_id = e.command_id
+     WHERE c.command_id = ANY (v_command_ids)
      ORDER BY e.ord;
 END
 $function$;

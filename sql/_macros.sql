@@ -25,10 +25,16 @@ coalesce(nullif(pg_catalog.current_setting('stacker.actor', true), ''), session_
 CASE {{ expr }} WHEN 'critical' THEN 3 WHEN 'high' THEN 2 WHEN 'normal' THEN 1 ELSE 0 END
 {%- endmacro %}
 
-{#- Function header lines every stored function shares. -#}
+{#- Function header lines every stored function shares: SECURITY DEFINER with
+    a pinned search_path, and enable_seqscan off so that the statements inside
+    are planned onto their indexes whatever the tables' statistics say. Without
+    it a fresh install (empty tables, never analyzed, or autovacuum off) caches
+    sequential-scan plans in every pooled session and each claim or report then
+    reads the whole commands table. Where no index fits, PostgreSQL still scans. -#}
 {% macro definer() -%}
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 {%- endmacro %}
 
 {#- An argument shown in an error message: quoted, NULL, or cut short when long. -#}

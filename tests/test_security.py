@@ -367,7 +367,7 @@ def test_every_function_is_security_definer_with_a_pinned_search_path(db: Databa
             continue
         if not definer:
             wrong.append((signature, "not SECURITY DEFINER"))
-        if config != ["search_path=pg_catalog, pg_temp"]:
+        if config != ["search_path=pg_catalog, pg_temp", "enable_seqscan=off"]:
             wrong.append((signature, f"proconfig {config}"))
         if language not in ("plpgsql", "sql"):
             wrong.append((signature, f"language {language}"))
