@@ -25,10 +25,8 @@ BEGIN
         NEW.deployment_hash := v_command.deployment_hash;
         NEW.priority := {{ m.priority_rank('v_command.priority') }};
         NEW.created_at := v_command.created_at;
-        NEW.visible_at := CASE WHEN v_command.status = 'queued'
-                               THEN coalesce(v_command.scheduled_for, '-infinity')
-                               ELSE coalesce(v_command.lease_expires_at, 'infinity') END;
-        NEW.lease_expires_at := CASE WHEN v_command.status <> 'queued' THEN v_command.lease_expires_at END;
+        NEW.visible_at := {{ m.queue_visible_at('v_command') }};
+        NEW.lease_expires_at := {{ m.queue_lease('v_command') }};
         RETURN NEW;
     END IF;
 

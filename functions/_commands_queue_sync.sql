@@ -17,27 +17,23 @@ BEGIN
         UPDATE {{ schema }}.command_queue q
            SET deployment_hash = n.deployment_hash,
                priority = {{ m.priority_rank('n.priority') }},
-               visible_at = CASE WHEN n.status = 'queued'
-                                 THEN coalesce(n.scheduled_for, '-infinity')
-                                 ELSE coalesce(n.lease_expires_at, 'infinity') END,
-               lease_expires_at = CASE WHEN n.status <> 'queued' THEN n.lease_expires_at END
+               visible_at = {{ m.queue_visible_at('n') }},
+               lease_expires_at = {{ m.queue_lease('n') }}
           FROM new_rows n
          WHERE q.command_id = n.command_id
            AND n.status IN {{ m.pending_statuses() }}
            AND (q.deployment_hash, q.priority, q.visible_at, q.lease_expires_at)
                IS DISTINCT FROM
                (n.deployment_hash, {{ m.priority_rank('n.priority') }},
-                CASE WHEN n.status = 'queued' THEN coalesce(n.scheduled_for, '-infinity')
-                     ELSE coalesce(n.lease_expires_at, 'infinity') END,
-                CASE WHEN n.status <> 'queued' THEN n.lease_expires_at END);
+                {{ m.queue_visible_at('n') }},
+                {{ m.queue_lease('n') }});
     END IF;
 
     INSERT INTO {{ schema }}.command_queue
            (command_id, deployment_hash, priority, created_at, visible_at, lease_expires_at)
     SELECT n.command_id, n.deployment_hash, {{ m.priority_rank('n.priority') }}, n.created_at,
-           CASE WHEN n.status = 'queued' THEN coalesce(n.scheduled_for, '-infinity')
-                ELSE coalesce(n.lease_expires_at, 'infinity') END,
-           CASE WHEN n.status <> 'queued' THEN n.lease_expires_at END
+           {{ m.queue_visible_at('n') }},
+           {{ m.queue_lease('n') }}
       FROM new_rows n
      WHERE n.status IN {{ m.pending_statuses() }}
        AND (TG_OP = 'INSERT'

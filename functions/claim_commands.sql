@@ -44,13 +44,7 @@ BEGIN
 
         IF pg_catalog.cardinality(v_exhausted) > 0 THEN
             -- The lease ran out on the last allowed attempt: fail, do not redeliver.
-            UPDATE {{ schema }}.commands c
-               SET status = 'failed',
-                   error = pg_catalog.jsonb_build_object('reason', 'lease_expired', 'attempts', c.attempts),
-                   completed_at = now(),
-                   lease_expires_at = NULL,
-                   updated_at = now()
-             WHERE c.command_id = ANY (v_exhausted);
+            {{ m.fail_exhausted(schema, 'v_exhausted') | indent(12) }};
         END IF;
 
         EXIT WHEN pg_catalog.cardinality(v_claim) = 0 AND pg_catalog.cardinality(v_exhausted) = 0;

@@ -23,13 +23,7 @@ BEGIN
                FOR NO KEY UPDATE OF q, c SKIP LOCKED) d;
 
     IF pg_catalog.cardinality(v_exhausted) > 0 THEN
-        UPDATE {{ schema }}.commands c
-           SET status = 'failed',
-               error = pg_catalog.jsonb_build_object('reason', 'lease_expired', 'attempts', c.attempts),
-               completed_at = now(),
-               lease_expires_at = NULL,
-               updated_at = now()
-         WHERE c.command_id = ANY (v_exhausted);
+        {{ m.fail_exhausted(schema, 'v_exhausted') | indent(8) }};
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_moved := v_moved + v_count;
     END IF;

@@ -25,6 +25,31 @@ coalesce(nullif(pg_catalog.current_setting('stacker.actor', true), ''), session_
 CASE {{ expr }} WHEN 'critical' THEN 3 WHEN 'high' THEN 2 WHEN 'normal' THEN 1 ELSE 0 END
 {%- endmacro %}
 
+{#- A command's command_queue row, derived from the command (row alias r):
+    visible_at is when it may next be claimed (its schedule, or -infinity,
+    while queued; its lease end while in flight), lease_expires_at is NULL while
+    queued. -#}
+{% macro queue_visible_at(r) -%}
+CASE WHEN {{ r }}.status = 'queued' THEN coalesce({{ r }}.scheduled_for, '-infinity')
+     ELSE coalesce({{ r }}.lease_expires_at, 'infinity') END
+{%- endmacro %}
+
+{% macro queue_lease(r) -%}
+CASE WHEN {{ r }}.status <> 'queued' THEN {{ r }}.lease_expires_at END
+{%- endmacro %}
+
+{#- Fail the in-flight commands listed in the text[] variable ids whose lease
+    ran out on their last attempt (claim_commands and requeue_expired). -#}
+{% macro fail_exhausted(schema, ids) -%}
+UPDATE {{ schema }}.commands c
+   SET status = 'failed',
+       error = pg_catalog.jsonb_build_object('reason', 'lease_expired', 'attempts', c.attempts),
+       completed_at = now(),
+       lease_expires_at = NULL,
+       updated_at = now()
+ WHERE c.command_id = ANY ({{ ids }})
+{%- endmacro %}
+
 {#- Function header lines every stored function shares: SECURITY DEFINER with
     a pinned search_path, and enable_seqscan off so that the statements inside
     are planned onto their indexes whatever the tables' statistics say. Without

@@ -732,15 +732,9 @@ class Adopter:
     # 4. data ---------------------------------------------------------------------------------
     def _fix_queue_rows(self) -> None:
         q, c, a = self.q("command_queue"), self.q("commands"), self.q("agents")
-        rank = (
-            "CASE c.priority WHEN 'critical' THEN 3 WHEN 'high' THEN 2 "
-            "WHEN 'normal' THEN 1 ELSE 0 END"
-        )
-        visible = (
-            "CASE WHEN c.status = 'queued' THEN coalesce(c.scheduled_for, '-infinity') "
-            "ELSE coalesce(c.lease_expires_at, 'infinity') END"
-        )
-        lease = "CASE WHEN c.status <> 'queued' THEN c.lease_expires_at END"
+        rank = self.renderer.macro("priority_rank", "c.priority")
+        visible = self.renderer.macro("queue_visible_at", "c")
+        lease = self.renderer.macro("queue_lease", "c")
         # Sent or executing under Stacker: delivered once, nobody knows whether
         # the agent got it. An already expired lease makes it due for redelivery.
         self.run(

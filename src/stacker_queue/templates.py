@@ -114,6 +114,12 @@ class Renderer:
             + "]::text[]",
         }
 
+    def macro(self, name: str, *args: str) -> str:
+        """One macro of sql/_macros.sql, rendered for this schema, for SQL that
+        Python assembles (adopt) so that it shares the templates' definitions."""
+        module = self.env.get_template("sql/_macros.sql").make_module(self.context)
+        return str(getattr(module, name)(*args))
+
     def render_path(self, relative: str) -> str:
         return self.env.get_template(relative).render(**self.context)
 
