@@ -33,9 +33,10 @@ BEGIN
             RETURN OLD;
         END IF;
     END IF;
-    -- The agents foreign key's ON DELETE SET NULL, nothing else: the referential
-    -- action runs inside the foreign key's own trigger (depth > 1), whereas a
-    -- statement run by hand fires this trigger at depth 1.
+    -- The agents foreign key's ON DELETE SET NULL, nothing else (the key exists
+    -- only where migration 0005, which drops it, is not applied or was rolled
+    -- back): the referential action runs inside the foreign key's own trigger
+    -- (depth > 1), whereas a statement run by hand fires this trigger at depth 1.
     IF TG_OP = 'UPDATE'
        AND pg_catalog.pg_trigger_depth() > 1
        AND OLD.agent_id IS NOT NULL AND NEW.agent_id IS NULL

@@ -16,7 +16,7 @@ BEGIN
     ELSE
         -- One row per status change, and per redelivery (sent again, attempts + 1).
         INSERT INTO {{ schema }}.audit_log (agent_id, deployment_hash, action, status, details, actor)
-        SELECT (SELECT a.id FROM {{ schema }}.agents a WHERE a.id = n.agent_id),
+        SELECT n.agent_id,
                n.deployment_hash,
                CASE WHEN n.status = 'queued' THEN 'command.requeued' ELSE 'command.' || n.status END,
                n.status,

@@ -65,7 +65,7 @@ COMMENT ON COLUMN {{ schema }}.app_status.updated_at IS 'When the row last chang
 COMMENT ON TABLE {{ schema }}.audit_log IS
 'Append-only record of every meaningful change (command.*, agent.registered, app_status.changed, audit.purged), written by triggers with the actor. UPDATE, DELETE and TRUNCATE are refused for every role; rows leave only through purge_audit_log.';
 COMMENT ON COLUMN {{ schema }}.audit_log.id IS 'Row id.';
-COMMENT ON COLUMN {{ schema }}.audit_log.agent_id IS 'The agent involved, if any (set to NULL if the agent is deleted).';
+COMMENT ON COLUMN {{ schema }}.audit_log.agent_id IS 'The agent involved, if any; kept as recorded even after the agent is deleted (no foreign key: history is not rewritten).';
 COMMENT ON COLUMN {{ schema }}.audit_log.deployment_hash IS 'The deployment involved.';
 COMMENT ON COLUMN {{ schema }}.audit_log.action IS 'What happened: command.created, command.sent, command.executing, command.completed, command.failed, command.cancelled, command.requeued, agent.registered, app_status.changed, audit.purged.';
 COMMENT ON COLUMN {{ schema }}.audit_log.status IS 'The status after the change.';

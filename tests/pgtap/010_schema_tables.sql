@@ -165,12 +165,10 @@ SELECT is((SELECT confdeltype FROM pg_constraint
 SELECT is((SELECT count(*)::int FROM pg_constraint
             WHERE conrelid = 'stacker.command_queue'::regclass AND contype = 'f'),
           1, 'command_queue has exactly one foreign key (no leftover uuid -> commands(id))');
-SELECT fk_ok('stacker', 'audit_log', 'agent_id', 'stacker', 'agents', 'id',
-             'audit_log.agent_id references agents(id)');
-SELECT is((SELECT confdeltype FROM pg_constraint
-            WHERE conrelid = 'stacker.audit_log'::regclass AND contype = 'f'
-              AND confrelid = 'stacker.agents'::regclass),
-          'n'::"char", 'audit_log''s agent foreign key is ON DELETE SET NULL');
+SELECT is((SELECT count(*)::int FROM pg_constraint
+            WHERE conrelid = 'stacker.audit_log'::regclass AND contype = 'f'),
+          0, 'audit_log has no foreign key (0005: agent ids are history, never rewritten)');
+SELECT col_not_null('stacker', 'audit_log', 'action', 'audit_log.action is NOT NULL');
 SELECT fk_ok('stacker', 'app_status', 'command_id', 'stacker', 'commands', 'command_id',
              'app_status.command_id references commands(command_id)');
 SELECT is((SELECT confdeltype FROM pg_constraint
