@@ -367,7 +367,11 @@ def test_every_function_is_security_definer_with_a_pinned_search_path(db: Databa
             continue
         if not definer:
             wrong.append((signature, "not SECURITY DEFINER"))
-        if config != ["search_path=pg_catalog, pg_temp", "enable_seqscan=off"]:
+        if config != [
+            "search_path=pg_catalog, pg_temp",
+            "enable_seqscan=off",
+            "plan_cache_mode=force_generic_plan",
+        ]:
             wrong.append((signature, f"proconfig {config}"))
         if language not in ("plpgsql", "sql"):
             wrong.append((signature, f"language {language}"))

@@ -118,8 +118,9 @@ SELECT is_empty(
 SELECT is_empty(
     $$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
        WHERE p.pronamespace = 'stacker'::regnamespace
-         AND p.proconfig IS DISTINCT FROM ARRAY['search_path=pg_catalog, pg_temp', 'enable_seqscan=off']$$,
-    'every function in schema stacker has exactly proconfig search_path=pg_catalog, pg_temp and enable_seqscan=off');
+         AND p.proconfig IS DISTINCT FROM ARRAY['search_path=pg_catalog, pg_temp', 'enable_seqscan=off',
+                                                  'plan_cache_mode=force_generic_plan']$$,
+    'every function in schema stacker has exactly proconfig search_path=pg_catalog, pg_temp, enable_seqscan=off and plan_cache_mode=force_generic_plan');
 SELECT cmp_ok((SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'stacker'::regnamespace), '>=', 28,
               'the schema holds at least the 28 functions checked above');
 
