@@ -172,11 +172,7 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    SELECT c.*
-      FROM pg_catalog.unnest(v_ids) WITH ORDINALITY AS i(command_id, ord)
-      JOIN {{ schema }}.commands c ON c.command_id = i.command_id
-     WHERE c.command_id = ANY (v_ids)
-     ORDER BY i.ord;
+    {{ m.commands_in_order(schema, 'v_ids') | indent(4) }};
 END
 $function$;
 

@@ -153,11 +153,7 @@ BEGIN
     END LOOP;
 
     RETURN QUERY
-    SELECT c.*
-      FROM pg_catalog.unnest(v_command_ids) WITH ORDINALITY AS e(command_id, ord)
-      JOIN {{ schema }}.commands c ON c.command_id = e.command_id
-     WHERE c.command_id = ANY (v_command_ids)
-     ORDER BY e.ord;
+    {{ m.commands_in_order(schema, 'v_command_ids') | indent(4) }};
 END
 $function$;
 

@@ -50,6 +50,18 @@ UPDATE {{ schema }}.commands c
  WHERE c.command_id = ANY ({{ ids }})
 {%- endmacro %}
 
+{#- The commands named by the text[] variable ids, in the array's order (a
+    batch function's answer). The extra = ANY keeps the lookup an index scan
+    whatever the table's statistics (a join to unnest alone may be planned as a
+    sequential scan of commands). -#}
+{% macro commands_in_order(schema, ids) -%}
+SELECT c.*
+  FROM pg_catalog.unnest({{ ids }}) WITH ORDINALITY AS i(command_id, ord)
+  JOIN {{ schema }}.commands c ON c.command_id = i.command_id
+ WHERE c.command_id = ANY ({{ ids }})
+ ORDER BY i.ord
+{%- endmacro %}
+
 {#- Function header lines every stored function shares: SECURITY DEFINER with
     a pinned search_path, and enable_seqscan off so that the statements inside
     are planned onto their indexes whatever the tables' statistics say. Without
