@@ -510,12 +510,7 @@ def demo(dsn: str | None, keep: bool, embedded: str) -> None:
 
 # -- adopting a live Stacker database, exporting for sqlx ------------------------------------
 @main.command()
-@click.option(
-    "--dsn",
-    envvar="DATABASE_URL",
-    default=None,
-    help="libpq connection string or URL (default: $DATABASE_URL, then PG* variables).",
-)
+@dsn_option
 @click.option(
     "--schema", required=True, help="The schema holding Stacker's tables (usually public)."
 )
