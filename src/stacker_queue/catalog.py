@@ -144,46 +144,46 @@ class Normaliser:
 _INDEX_NAME = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON ")
 
 
-def _grants(rows: list[Any], owner: str) -> frozenset[tuple[str, str]]:
-    return frozenset((grantee, privilege) for grantee, privilege in rows if grantee != owner)
+def _acl_pairs(acl_column: str) -> str:
+    """A select-list expression: the grants of an ``aclitem[]`` column as a JSON
+    array of [grantee, privilege] pairs, grantee 0 named PUBLIC."""
+    return (
+        "coalesce((SELECT jsonb_agg(jsonb_build_array("
+        "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, "
+        f"a.privilege_type)) FROM aclexplode({acl_column}) a), '[]')"
+    )
+
+
+def _grants(pairs: list[Any], owner: str) -> frozenset[tuple[str, str]]:
+    """The [grantee, privilege] pairs of :func:`_acl_pairs`, but the owner's."""
+    return frozenset((grantee, privilege) for grantee, privilege in pairs if grantee != owner)
 
 
 def read_catalog(conn: psycopg.Connection[Any], schema: str) -> Catalog:
     """Read ``schema``'s catalog. The connection's search_path should be
     ``pg_catalog`` alone, so that every deparsed name is schema-qualified."""
     row = conn.execute(
-        "SELECT n.oid, obj_description(n.oid, 'pg_namespace'), quote_ident(%s) "
+        "SELECT n.oid, obj_description(n.oid, 'pg_namespace'), quote_ident(%s), "
+        f"pg_get_userbyid(n.nspowner), {_acl_pairs('n.nspacl')} "
         "FROM pg_namespace n WHERE n.nspname = %s",
         [schema, schema],
     ).fetchone()
     if row is None:
         return Catalog(schema, exists=False)
-    nsp_oid, comment, server_quoted = row
+    nsp_oid, comment, server_quoted, nsp_owner, nsp_acl = row
     norm = Normaliser(schema, server_quoted)
-    grants = conn.execute(
-        """SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                  a.privilege_type
-             FROM pg_namespace n, aclexplode(n.nspacl) a
-            WHERE n.oid = %s AND a.grantee <> n.nspowner""",
-        [nsp_oid],
-    ).fetchall()
-    catalog = Catalog(schema, True, comment, frozenset((g, p) for g, p in grants))
+    catalog = Catalog(schema, True, comment, _grants(nsp_acl, nsp_owner))
 
-    for oid, name, kind, owner, rls, force, options, tcomment, view_def in conn.execute(
-        """SELECT c.oid, c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relrowsecurity,
-                  c.relforcerowsecurity, coalesce(c.reloptions, '{}'),
+    for oid, name, kind, owner, rls, force, options, tcomment, view_def, acl in conn.execute(
+        f"""SELECT c.oid, c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relrowsecurity,
+                  c.relforcerowsecurity, coalesce(c.reloptions, '{{}}'),
                   obj_description(c.oid, 'pg_class'),
-                  CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid, true) END
+                  CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid, true) END,
+                  {_acl_pairs("c.relacl")}
              FROM pg_class c
             WHERE c.relnamespace = %s AND c.relkind IN ('r', 'p', 'v')""",
         [nsp_oid],
     ).fetchall():
-        acl = conn.execute(
-            """SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                      a.privilege_type
-                 FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s""",
-            [oid],
-        ).fetchall()
         table = Table(
             name,
             "v" if kind == "v" else "r",
@@ -255,19 +255,14 @@ def read_catalog(conn: psycopg.Connection[Any], schema: str) -> Catalog:
                 pname, permissive, command, tuple(roles), norm(using), norm(check), pcomment
             )
 
-    for oid, name, args, definition, result, owner, fcomment in conn.execute(
-        """SELECT p.oid, p.proname, pg_get_function_identity_arguments(p.oid),
+    for name, args, definition, result, owner, fcomment, acl in conn.execute(
+        f"""SELECT p.proname, pg_get_function_identity_arguments(p.oid),
                   pg_get_functiondef(p.oid), pg_get_function_result(p.oid),
-                  pg_get_userbyid(p.proowner), obj_description(p.oid, 'pg_proc')
+                  pg_get_userbyid(p.proowner), obj_description(p.oid, 'pg_proc'),
+                  {_acl_pairs("p.proacl")}
              FROM pg_proc p WHERE p.pronamespace = %s AND p.prokind IN ('f', 'p')""",
         [nsp_oid],
     ).fetchall():
-        acl = conn.execute(
-            """SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
-                      a.privilege_type
-                 FROM pg_proc p, aclexplode(p.proacl) a WHERE p.oid = %s""",
-            [oid],
-        ).fetchall()
         signature = norm.text(f"{name}({args})")
         catalog.functions[signature] = Function(
             signature,
