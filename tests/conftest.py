@@ -18,6 +18,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,57 @@ def conninfo_of(host: str, port: Any, user: str, dbname: str, password: str | No
     return psycopg.conninfo.make_conninfo(
         host=host, port=str(port), user=user, dbname=dbname, password=password or None
     )
+
+
+def admin_conninfo(pg_server: Any) -> str:
+    """The server's ``postgres`` database, for CREATE and DROP DATABASE."""
+    return conninfo_of(
+        pg_server.host, pg_server.port, pg_server.user, "postgres", pg_server.password
+    )
+
+
+@contextmanager
+def nested_plans(conn: psycopg.Connection[Any], analyze: bool = False) -> Iterator[list[str]]:
+    """The plans auto_explain logs (at NOTICE) for every statement ``conn`` runs
+    meanwhile, those inside functions and triggers included; with ``analyze``,
+    actual rows, times and buffers."""
+    plans: list[str] = []
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        plans.append(diag.message_primary or "")
+
+    conn.add_notice_handler(keep)
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    if analyze:
+        conn.execute("SET auto_explain.log_analyze = on")
+        conn.execute("SET auto_explain.log_buffers = on")
+    conn.execute("SET auto_explain.log_level = notice")
+    try:
+        yield plans
+    finally:
+        conn.execute("SET auto_explain.log_min_duration = -1")
+        conn.remove_notice_handler(keep)
+
+
+@contextmanager
+def new_database(pg_server: Any, name: str, template: str | None = None) -> Iterator[Database]:
+    """``CREATE DATABASE name [TEMPLATE template]``; dropped (FORCE) afterwards."""
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with psycopg.connect(admin_conninfo(pg_server), autocommit=True) as conn:
+        conn.execute(create)
+    database = Database(pg_server.host, pg_server.port, pg_server.user, name, pg_server.password)
+    try:
+        yield database
+    finally:
+        database.close_all()
+        with psycopg.connect(admin_conninfo(pg_server), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def install_schema(
@@ -132,21 +184,8 @@ def conn(db: Database) -> psycopg.Connection[Any]:
 @pytest.fixture
 def empty_db(pg_server: Any) -> Iterator[Database]:
     """A brand-new empty database (for install, upgrade and rollback tests)."""
-    name = f"sq_empty_{SESSION_TAG}_{uuid.uuid4().hex[:8]}"
-    admin = conninfo_of(
-        pg_server.host, pg_server.port, pg_server.user, "postgres", pg_server.password
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    database = Database(pg_server.host, pg_server.port, pg_server.user, name, pg_server.password)
-    try:
+    with new_database(pg_server, f"sq_empty_{SESSION_TAG}_{uuid.uuid4().hex[:8]}") as database:
         yield database
-    finally:
-        database.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 # -- pgTAP ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from conftest import SESSION_TAG, Database, conninfo_of
+from conftest import SESSION_TAG, Database, new_database
 from psycopg import sql
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -30,32 +30,12 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{SESSION_TAG}_{uuid.uuid4().hex[:8]}"
 
 
-def admin_conninfo(pg_server: Any) -> str:
-    return conninfo_of(
-        pg_server.host, pg_server.port, pg_server.user, "postgres", pg_server.password
-    )
-
-
 @contextmanager
 def scratch_database(pg_server: Any, prefix: str = "sq5") -> Iterator[Database]:
     """A database of its own, copied from the session's installed template
     (for module-scoped fixtures); dropped afterwards."""
-    name = unique(prefix)
-    with psycopg.connect(admin_conninfo(pg_server), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(pg_server.template_dbname)
-            )
-        )
-    database = Database(pg_server.host, pg_server.port, pg_server.user, name, pg_server.password)
-    try:
+    with new_database(pg_server, unique(prefix), pg_server.template_dbname) as database:
         yield database
-    finally:
-        database.close_all()
-        with psycopg.connect(admin_conninfo(pg_server), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def sqlstate_of(call: Callable[[], Any]) -> tuple[str | None, str]:

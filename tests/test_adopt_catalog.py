@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import stacker_fixtures as sf
 from adopt_helpers import app_role, dump, dump_entries
-from conftest import Database, conninfo_of
+from conftest import Database, new_database
 from psycopg import sql
 
 from stacker_queue.adopt import Adopter
@@ -39,18 +39,9 @@ def role(pg_server: Any) -> Iterator[str]:
 @pytest.fixture
 def fresh_db(pg_server: Any, empty_db: Database) -> Iterator[Database]:
     """A second empty database, with a fresh install into public."""
-    name = f"{empty_db.dbname}_fresh"
-    admin = conninfo_of(pg_server.host, pg_server.port, pg_server.user, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    fresh = Database(pg_server.host, pg_server.port, pg_server.user, name)
-    try:
+    with new_database(pg_server, f"{empty_db.dbname}_fresh") as fresh:
         Installer(fresh.conninfo, "public").migrate()
         yield fresh
-    finally:
-        fresh.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _normalise(entries: dict[tuple[str, str], str], role: str) -> dict[tuple[str, str], str]:

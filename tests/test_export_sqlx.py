@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from adopt_helpers import dump
-from conftest import Database, conninfo_of
-from psycopg import sql
+from conftest import Database, new_database
 
 from stacker_queue.export import SQLX_BASE_VERSION, export_sqlx
 from stacker_queue.migrate import Installer
@@ -42,17 +40,8 @@ CREATE TABLE IF NOT EXISTS _sqlx_migrations (
 
 @pytest.fixture
 def other_db(pg_server: Any, empty_db: Database) -> Iterator[Database]:
-    name = f"{empty_db.dbname}_other"
-    admin = conninfo_of(pg_server.host, pg_server.port, pg_server.user, "postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    other = Database(pg_server.host, pg_server.port, pg_server.user, name)
-    try:
+    with new_database(pg_server, f"{empty_db.dbname}_other") as other:
         yield other
-    finally:
-        other.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _files(directory: Path, kind: str) -> list[Path]:

@@ -38,10 +38,9 @@ from typing import Any
 import psycopg
 import psycopg.conninfo
 import pytest
-from conftest import Database
+from conftest import Database, admin_conninfo
 from psycopg import sql
 from reliability_helpers import (
-    admin_conninfo,
     premature_redeliveries,
     queue_invariant_violations,
     unique,

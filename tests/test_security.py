@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import psycopg.conninfo
 import pytest
-from conftest import Database
+from conftest import Database, admin_conninfo
 from helpers_queue import new_hash
 from psycopg import sql
-from reliability_helpers import admin_conninfo, table_snapshot, unique, write_figures
+from reliability_helpers import table_snapshot, unique, write_figures
 
 from stacker_queue import Agent, Client, PermissionDenied, connection_pool
 
