@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -61,40 +62,63 @@ async def aclient(db: Any) -> AsyncIterator[AsyncClient]:
         await c.close()
 
 
-@pytest.fixture
-def make_agent(db: Any) -> Iterator[Any]:
-    """make_agent(deployment_hash=None, register=True, **kwargs) -> Agent (closed at the end)."""
+@contextmanager
+def agent_factory(conninfo: str, **defaults: Any) -> Iterator[Any]:
+    """make(deployment_hash=None, register=True, **kwargs) -> Agent on ``conninfo``
+    (``defaults`` under the caller's kwargs); every agent made is closed at the end."""
     agents: list[Agent] = []
 
     def make(deployment_hash: str | None = None, register: bool = True, **kwargs: Any) -> Agent:
         agent = Agent.connect(
-            db.conninfo, deployment_hash if deployment_hash is not None else new_hash(), **kwargs
+            conninfo,
+            deployment_hash if deployment_hash is not None else new_hash(),
+            **{**defaults, **kwargs},
         )
         agents.append(agent)
         if register:
             agent.register()
         return agent
 
-    yield make
-    for agent in agents:
-        agent.close()
+    try:
+        yield make
+    finally:
+        for agent in agents:
+            agent.close()
 
 
-@pytest_asyncio.fixture
-async def make_async_agent(db: Any) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def async_agent_factory(conninfo: str, **defaults: Any) -> AsyncIterator[Any]:
+    """The asyncio twin of :func:`agent_factory`."""
     agents: list[AsyncAgent] = []
 
     async def make(
         deployment_hash: str | None = None, register: bool = True, **kwargs: Any
     ) -> AsyncAgent:
         agent = await AsyncAgent.connect(
-            db.conninfo, deployment_hash if deployment_hash is not None else new_hash(), **kwargs
+            conninfo,
+            deployment_hash if deployment_hash is not None else new_hash(),
+            **{**defaults, **kwargs},
         )
         agents.append(agent)
         if register:
             await agent.register()
         return agent
 
-    yield make
-    for agent in agents:
-        await agent.close()
+    try:
+        yield make
+    finally:
+        for agent in agents:
+            await agent.close()
+
+
+@pytest.fixture
+def make_agent(db: Any) -> Iterator[Any]:
+    """make_agent(deployment_hash=None, register=True, **kwargs) -> Agent (closed at the end)."""
+    with agent_factory(db.conninfo) as make:
+        yield make
+
+
+@pytest_asyncio.fixture
+async def make_async_agent(db: Any) -> AsyncIterator[Any]:
+    async with async_agent_factory(db.conninfo) as make:
+        yield make

@@ -223,7 +223,7 @@ import pytest_asyncio  # noqa: E402
 import test_agent  # noqa: E402
 import test_client  # noqa: E402
 import test_listener  # noqa: E402
-from helpers_queue import new_hash as _new_hash  # noqa: E402
+from helpers_queue import agent_factory, async_agent_factory  # noqa: E402
 
 _PATHS = {"client", "aclient", "make_agent", "make_async_agent"}
 
@@ -245,48 +245,17 @@ async def aclient(bouncer: str) -> Any:
 
 @pytest.fixture
 def make_agent(bouncer: str, db: Any) -> Iterator[Any]:
-    agents: list[Agent] = []
-
-    def make(deployment_hash: str | None = None, register: bool = True, **kwargs: Any) -> Agent:
-        kwargs.setdefault("listen_conninfo", db.conninfo)  # LISTEN goes direct
-        agent = Agent.connect(
-            bouncer,
-            deployment_hash if deployment_hash is not None else _new_hash(),
-            prepare_threshold=None,
-            **kwargs,
-        )
-        agents.append(agent)
-        if register:
-            agent.register()
-        return agent
-
-    yield make
-    for agent in agents:
-        agent.close()
+    # LISTEN goes direct
+    with agent_factory(bouncer, prepare_threshold=None, listen_conninfo=db.conninfo) as make:
+        yield make
 
 
 @pytest_asyncio.fixture
 async def make_async_agent(bouncer: str, db: Any) -> Any:
-    agents: list[AsyncAgent] = []
-
-    async def make(
-        deployment_hash: str | None = None, register: bool = True, **kwargs: Any
-    ) -> AsyncAgent:
-        kwargs.setdefault("listen_conninfo", db.conninfo)
-        agent = await AsyncAgent.connect(
-            bouncer,
-            deployment_hash if deployment_hash is not None else _new_hash(),
-            prepare_threshold=None,
-            **kwargs,
-        )
-        agents.append(agent)
-        if register:
-            await agent.register()
-        return agent
-
-    yield make
-    for agent in agents:
-        await agent.close()
+    async with async_agent_factory(
+        bouncer, prepare_threshold=None, listen_conninfo=db.conninfo
+    ) as make:
+        yield make
 
 
 def _through_pgbouncer(*modules: Any) -> list[str]:
