@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import Database
+from conftest import Database, nested_plans
 
 
 def register(conn: psycopg.Connection[Any], deployment: str) -> str:
@@ -179,18 +179,12 @@ def test_lease_expiry_redelivers_while_holder_is_gone(db: Database) -> None:
 
 def _explain_claim(conn: psycopg.Connection[Any], deployment: str, agent: str) -> str:
     """The plan of the statements claim_commands runs, through auto_explain."""
-    plans: list[str] = []
-    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-    conn.execute("LOAD 'auto_explain'")
-    conn.execute("SET auto_explain.log_min_duration = 0")
-    conn.execute("SET auto_explain.log_nested_statements = on")
-    conn.execute("SET auto_explain.log_analyze = on")
-    conn.execute("SET auto_explain.log_buffers = on")
-    conn.execute("SET auto_explain.log_level = notice")
-    conn.execute("BEGIN")
-    conn.execute("SELECT * FROM stacker.claim_commands(%s, %s, 10)", [deployment, agent]).fetchall()
-    conn.execute("ROLLBACK")
-    conn.execute("SET auto_explain.log_min_duration = -1")
+    with nested_plans(conn, analyze=True) as plans:
+        conn.execute("BEGIN")
+        conn.execute(
+            "SELECT * FROM stacker.claim_commands(%s, %s, 10)", [deployment, agent]
+        ).fetchall()
+        conn.execute("ROLLBACK")
     return "\n".join(p for p in plans if "command_queue" in p and "FOR NO KEY UPDATE" in p)
 
 

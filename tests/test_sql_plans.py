@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import psycopg
-from conftest import Database
+from conftest import Database, nested_plans
 
 
 def _cycle(conn: psycopg.Connection[Any], agent: str) -> int:
@@ -45,14 +45,8 @@ def test_claim_and_report_keep_their_indexes_as_a_fresh_table_grows(db: Database
             "SELECT 'bulk-' || g, 'dep-other', 'logs', 'test' FROM generate_series(1, 20000) g"
         )
 
-    plans: list[str] = []
-    conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
-    conn.execute("LOAD 'auto_explain'")
-    conn.execute("SET auto_explain.log_min_duration = 0")
-    conn.execute("SET auto_explain.log_nested_statements = on")
-    conn.execute("SET auto_explain.log_level = notice")
-    assert _cycle(conn, agent) == 10
-    conn.execute("SET auto_explain.log_min_duration = -1")
+    with nested_plans(conn) as plans:
+        assert _cycle(conn, agent) == 10
 
     assert any("commands" in p for p in plans)
     seq = [p.splitlines()[0:12] for p in plans if "Seq Scan on commands" in p]
