@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, LiteralString
 from uuid import UUID
 
@@ -119,25 +119,35 @@ def check_arg(name: str, arg: Arg) -> None:
         raise InvalidInput(f"invalid {name} {show(value)}: {problem}", sqlstate="22023")
 
 
+@lru_cache(maxsize=1024)
+def _call_query(
+    schema: str, function: str, args: tuple[tuple[str, LiteralString], ...]
+) -> sql.Composed:
+    """The statement for these argument names and types, composed once: every
+    call of the wrappers goes through here, and composing it took ~20 us."""
+    parts = [
+        sql.SQL("{} => %s::{}").format(
+            sql.Identifier(f"p_{name}"), sql.SQL(QUALIFIED_TYPES.get(pgtype, pgtype))
+        )
+        for name, pgtype in args
+    ]
+    return sql.SQL("SELECT * FROM {}.{}({})").format(
+        sql.Identifier(schema), sql.Identifier(function), sql.SQL(", ").join(parts)
+    )
+
+
 def function_call(schema: str, function: str, args: Mapping[str, Arg]) -> Call:
     """``SELECT * FROM "schema".function(p_a => %s::t, ...)`` for the given arguments."""
-    parts: list[sql.Composable] = []
+    signature: list[tuple[str, LiteralString]] = []
     params: list[Any] = []
     for name, arg in args.items():
         if arg.value is None and not arg.required:
             continue
         check_arg(name, arg)
-        parts.append(
-            sql.SQL("{} => %s::{}").format(
-                sql.Identifier(f"p_{name}"), sql.SQL(QUALIFIED_TYPES.get(arg.pgtype, arg.pgtype))
-            )
-        )
+        signature.append((name, arg.pgtype))
         is_json = arg.pgtype == "jsonb" and arg.value is not None
         params.append(jsonb(arg.value) if is_json else arg.value)
-    query = sql.SQL("SELECT * FROM {}.{}({})").format(
-        sql.Identifier(schema), sql.Identifier(function), sql.SQL(", ").join(parts)
-    )
-    return Call(query, params, function)
+    return Call(_call_query(schema, function, tuple(signature)), params, function)
 
 
 def stats_query(schema: str, deployment_hash: str | None) -> Call:
