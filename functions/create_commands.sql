@@ -1,4 +1,8 @@
 {% import 'sql/_macros.sql' as m %}
+{#- The keys of an element: create_command's arguments without p_. -#}
+{% set known_keys = "('deployment_hash', 'command_type', 'parameters', 'priority', 'created_by', "
+                    "'idempotency_key', 'timeout_seconds', 'scheduled_for', 'max_attempts', "
+                    "'command_id', 'metadata')" %}
 CREATE OR REPLACE FUNCTION {{ schema }}.create_commands(p_commands jsonb)
 RETURNS SETOF {{ schema }}.commands
 LANGUAGE plpgsql VOLATILE
@@ -30,16 +34,12 @@ BEGIN
      CROSS JOIN LATERAL (SELECT CASE
         WHEN pg_catalog.jsonb_typeof(e.x) <> 'object' THEN ARRAY[NULL, 'must be a JSON object']
         WHEN EXISTS (SELECT FROM pg_catalog.jsonb_object_keys(e.x) k
-                      WHERE k NOT IN ('deployment_hash', 'command_type', 'parameters', 'priority',
-                                      'created_by', 'idempotency_key', 'timeout_seconds',
-                                      'scheduled_for', 'max_attempts', 'command_id', 'metadata'))
+                      WHERE k NOT IN {{ known_keys }})
             THEN ARRAY[NULL, pg_catalog.format(
                 'has an unknown key %s; known keys are the arguments of create_command without p_',
                 (SELECT pg_catalog.quote_literal(pg_catalog.min(k))
                    FROM pg_catalog.jsonb_object_keys(e.x) k
-                  WHERE k NOT IN ('deployment_hash', 'command_type', 'parameters', 'priority',
-                                  'created_by', 'idempotency_key', 'timeout_seconds',
-                                  'scheduled_for', 'max_attempts', 'command_id', 'metadata')))]
+                  WHERE k NOT IN {{ known_keys }}))]
         WHEN pg_catalog.jsonb_typeof(e.x -> 'deployment_hash') IS DISTINCT FROM 'string'
           OR pg_catalog.length(e.x ->> 'deployment_hash') NOT BETWEEN 1 AND 128
             THEN ARRAY['deployment_hash', 'must be a string of 1 to 128 characters']
