@@ -17,14 +17,7 @@ DECLARE
     v_element record;
     v_existing {{ schema }}.commands;
 BEGIN
-    IF p_commands IS NULL OR pg_catalog.jsonb_typeof(p_commands) <> 'array' THEN
-        {{ m.invalid('commands', 'p_commands', 'must be a JSON array of command objects') }};
-    END IF;
-    v_count := pg_catalog.jsonb_array_length(p_commands);
-    IF v_count < 1 OR v_count > 10000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = pg_catalog.format('invalid commands: %s elements; a batch holds 1 to 10000', v_count);
-    END IF;
+    {{ m.check_batch('p_commands', 'commands', 'command objects', 10000, 'v_count') | indent(4) }}
 
     -- The checks of create_command, for every element at once. The first
     -- offending element is reported with its position and, when one field is

@@ -18,14 +18,7 @@ DECLARE
     v_errors jsonb[] := '{}';
     v_command_ids text[];
 BEGIN
-    IF p_reports IS NULL OR pg_catalog.jsonb_typeof(p_reports) <> 'array' THEN
-        {{ m.invalid('reports', 'p_reports', 'must be a JSON array of report objects') }};
-    END IF;
-    v_count := pg_catalog.jsonb_array_length(p_reports);
-    IF v_count < 1 OR v_count > 1000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = pg_catalog.format('invalid reports: %s elements; a batch holds 1 to 1000', v_count);
-    END IF;
+    {{ m.check_batch('p_reports', 'reports', 'report objects', 1000, 'v_count') | indent(4) }}
 
     -- report_result's argument checks, for every element; the first offending
     -- element is named by its 0-based index.

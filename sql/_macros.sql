@@ -117,6 +117,19 @@ END IF;
 {%- endmacro %}
 
 {#- A required JSON value of one type ('object' or 'array'). -#}
+{#- A batch argument: a JSON array of 1 to max_len elements (of what). Its
+    length goes into count_var. -#}
+{% macro check_batch(var, label, what, max_len, count_var) -%}
+IF {{ var }} IS NULL OR pg_catalog.jsonb_typeof({{ var }}) <> 'array' THEN
+    {{ invalid(label, var, 'must be a JSON array of ' ~ what) }};
+END IF;
+{{ count_var }} := pg_catalog.jsonb_array_length({{ var }});
+IF {{ count_var }} < 1 OR {{ count_var }} > {{ max_len }} THEN
+    RAISE EXCEPTION USING ERRCODE = '22023',
+        MESSAGE = pg_catalog.format('invalid {{ label }}: %s elements; a batch holds 1 to {{ max_len }}', {{ count_var }});
+END IF;
+{%- endmacro %}
+
 {% macro check_json(var, label, json_type) -%}
 IF {{ var }} IS NULL OR pg_catalog.jsonb_typeof({{ var }}) <> '{{ json_type }}' THEN
     {{ invalid(label, var, 'must be a JSON ' ~ json_type) }};
